@@ -1,0 +1,1 @@
+"""Shipped pretrained models: weights, dict.txt and model cards, read through bartsmiles.checkpoint."""

@@ -1,0 +1,29 @@
+"""The bartsmiles fairseq plugin, imported as :mod:`bartsmiles.tasks` and nothing else.
+
+Importing it registers with fairseq:
+
+* architectures ``bartsmiles_tiny``, ``bartsmiles_small``, ``bartsmiles_base``,
+  ``bartsmiles_large`` (:mod:`.architectures`);
+* the task ``smiles_denoising`` (:mod:`.denoising`).
+
+Use it from the command line with ``fairseq-train ... --user-dir $(bartsmiles user-dir)``; that
+folder (``tasks/user_dir/bartsmiles_plugin``) is a shim that imports this module, so fairseq's
+registries are filled exactly once even when the API and ``fairseq_cli`` run in one process.
+"""
+import os as _os
+
+if __name__ != "bartsmiles.tasks":  # pragma: no cover - reached only via --user-dir <repo>/tasks
+    # fairseq imported this folder under its bare name ("tasks"): hand over to the one true module
+    import importlib as _importlib
+    import sys as _sys
+
+    _sys.modules[__name__] = _importlib.import_module("bartsmiles.tasks")
+else:
+    from . import _compat
+
+    _compat.apply()
+
+    from . import architectures, denoising  # noqa: F401,E402  (registration side effects)
+
+    #: The folder to pass to fairseq's ``--user-dir``.
+    USER_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "user_dir", "bartsmiles_plugin")

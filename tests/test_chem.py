@@ -1,0 +1,103 @@
+"""Tests for bartsmiles.chem."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rdkit import Chem
+
+from bartsmiles.chem import (
+    InvalidSmilesError,
+    canonicalize,
+    canonicalize_set,
+    is_valid_smiles,
+    match_smarts,
+    murcko_scaffold,
+    parse_smiles,
+    randomize_smiles,
+)
+
+
+def test_parse_valid_returns_mol():
+    mol = parse_smiles("c1ccccc1O")
+    assert isinstance(mol, Chem.Mol) and mol.GetNumAtoms() == 7
+
+
+@pytest.mark.parametrize(
+    "smiles, fragment",
+    [("C1CC", "syntax"), ("C(C)(C)(C)(C)C", "valence"), ("c1cccc1", "kekulize"), ("", "empty"), ("   ", "empty")],
+)
+def test_parse_invalid_raises_with_reason(smiles, fragment):
+    with pytest.raises(InvalidSmilesError) as info:
+        parse_smiles(smiles, row=7)
+    err = info.value
+    assert err.smiles == smiles and err.row == 7
+    assert repr(smiles) in str(err) and "row 7" in str(err)
+    assert fragment in str(err).lower()
+
+
+def test_parse_is_quiet(capfd):
+    assert not is_valid_smiles("C(C)(C)(C)(C)C")
+    captured = capfd.readouterr()
+    assert "valence" not in captured.err.lower()
+
+
+def test_parse_rejects_non_str():
+    with pytest.raises(TypeError, match="NoneType"):
+        parse_smiles(None)  # type: ignore[arg-type]
+    assert is_valid_smiles(None) is False  # type: ignore[arg-type]
+
+
+def test_invalid_smiles_error_is_value_error():
+    assert issubclass(InvalidSmilesError, ValueError)
+
+
+def test_canonicalize():
+    assert canonicalize("OCC") == canonicalize("C(O)C") == "CCO"
+    assert canonicalize("C[C@H](N)O") != canonicalize("C[C@@H](N)O")
+    assert canonicalize("C[C@H](N)O", isomeric=False) == canonicalize("C[C@@H](N)O", isomeric=False)
+    with pytest.raises(InvalidSmilesError):
+        canonicalize("not a smiles")
+
+
+def test_canonicalize_set_order_independent():
+    a = canonicalize_set("c1ccccc1.OCC")
+    assert a == canonicalize_set("CCO.C1=CC=CC=C1")
+    assert a.split(".") == sorted(a.split("."))
+    assert canonicalize_set("CC.CC") == "CC.CC"  # repeats kept
+    assert canonicalize_set("C1.C1") == "CC"  # ring-closure bond across the dot
+
+
+def test_murcko_scaffold():
+    assert murcko_scaffold("CCc1ccccc1") == "c1ccccc1"
+    assert murcko_scaffold("CCO") == ""
+    assert murcko_scaffold(parse_smiles("O=C(O)c1ccc2ccccc2c1")) == "c1ccc2ccccc2c1"
+    # chirality dropped by default
+    assert "@" not in murcko_scaffold("C[C@H]1CC[C@@H](C)C(c2ccccc2)C1")
+    with pytest.raises(TypeError):
+        murcko_scaffold(3)  # type: ignore[arg-type]
+
+
+def test_randomize_smiles_same_molecule_and_seeded():
+    smi = "CC(=O)Oc1ccccc1C(=O)O"
+    outs = {randomize_smiles(smi, np.random.default_rng(s)) for s in range(10)}
+    assert len(outs) > 1
+    assert {canonicalize(o) for o in outs} == {canonicalize(smi)}
+    assert randomize_smiles(smi, np.random.default_rng(3)) == randomize_smiles(smi, np.random.default_rng(3))
+    with pytest.raises(TypeError):
+        randomize_smiles(smi, 3)  # type: ignore[arg-type]
+
+
+def test_randomize_keeps_stereo():
+    smi = "C[C@H](N)C(=O)O"
+    out = randomize_smiles(smi, np.random.default_rng(1))
+    assert canonicalize(out) == canonicalize(smi)
+
+
+def test_match_smarts():
+    mol = parse_smiles("OCCO")
+    assert match_smarts(mol, "[OX2H]") == [(0,), (3,)]
+    assert match_smarts(mol, "c") == []
+    with pytest.raises(ValueError, match=r"\[C"):
+        match_smarts(mol, "[C")
+    with pytest.raises(TypeError):
+        match_smarts("OCCO", "[OH]")  # type: ignore[arg-type]
