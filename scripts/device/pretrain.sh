@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Pretrain the shipped model on a lent GPU in one call (see shared/DEVICE.md).
+#
+#   bash scripts/device/pretrain.sh TOTAL_BUDGET_SECONDS
+#
+# Steps: install the carried wheels + build fairseq-fixed against the machine's torch, install
+# bartsmiles, binarize the carried corpus with all cores, train bartsmiles_small until the budget
+# (minus an export margin) is spent, then write the fp16 weights (no optimizer state) and the
+# logs to $OUT.  It stops at the first failing step.
+#
+# Rehearse on a CPU machine with the venv already built:
+#   SKIP_DEPS=1 PYTHON=.venv/bin/python ARCH=bartsmiles_tiny DEVICE_FLAGS="--cpu" \
+#     MAX_TOKENS=4096 TRAIN_LIMIT=20000 OUT=/tmp/devout bash scripts/device/pretrain.sh 120
+set -euo pipefail
+BUDGET="${1:-540}"
+T0=$(date +%s)
+REPO="$(pwd)"
+KIT="${KIT:-$REPO/.devkit}"
+DICT="$REPO/pretrained/dict.txt"
+SITE="${SITE:-/tmp/site}"
+OUT="${OUT:-/tmp/devout}"
+WORK="${WORK:-/tmp/bartsmiles-work}"
+PYTHON="${PYTHON:-python3}"
+ARCH="${ARCH:-bartsmiles_small}"
+DEVICE_FLAGS="${DEVICE_FLAGS:---fp16}"
+MAX_TOKENS="${MAX_TOKENS:-65536}"
+LR="${LR:-0.001}"
+WORKERS="${WORKERS:-$(nproc)}"
+TRAIN_LIMIT="${TRAIN_LIMIT:-0}"      # 0: whole corpus; else the first N SMILES (rehearsals)
+EXPORT_MARGIN="${EXPORT_MARGIN:-70}"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+mkdir -p "$OUT" "$WORK"
+elapsed() { echo $(( $(date +%s) - T0 )); }
+log() { echo "[device +$(elapsed)s] $*" | tee -a "$OUT/steps.log"; }
+
+log "machine: $(uname -m), $(nproc) cores"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$OUT/steps.log" || true
+"$PYTHON" -c "import sys, torch, numpy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/steps.log"
+
+mkdir -p "$SITE"
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+PIP=("$PYTHON" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check --target "$SITE")
+if [[ -z "${SKIP_DEPS:-}" ]]; then
+  log "installing carried wheels"
+  "${PIP[@]}" "$KIT"/wheels/*.whl
+  "${PIP[@]}" --no-build-isolation "$KIT"/wheels/antlr4-python3-runtime-*.tar.gz
+  log "building fairseq-fixed against torch $("$PYTHON" -c 'import torch; print(torch.__version__)')"
+  env -u CUDA_HOME MAX_JOBS="$(nproc)" "${PIP[@]}" --no-build-isolation "$KIT"/wheels/fairseq_fixed-*.tar.gz
+fi
+# bartsmiles itself comes from a snapshot of the committed tree (scripts/device/make_kit.sh), so
+# edits in progress in the working tree cannot break the run.
+log "installing bartsmiles from $KIT/bartsmiles-src.tar.gz"
+rm -rf "$WORK/src" && mkdir -p "$WORK/src" && tar xzf "$KIT/bartsmiles-src.tar.gz" -C "$WORK/src"
+"${PIP[@]}" --no-build-isolation "$WORK/src"
+# run from the work folder: from the repo root, `python -m` would import the unmapped source tree
+cd "$WORK"
+BARTSMILES=("$PYTHON" -m bartsmiles.cli)
+"$PYTHON" -c "import fairseq, bartsmiles.tasks; print('fairseq', fairseq.__version__, 'plugin', bartsmiles.tasks.__file__)" 2>&1 | grep -v tensorboardX | tee -a "$OUT/steps.log"
+
+log "binarizing the corpus with $WORKERS workers"
+TRAIN_FILES=("$KIT/data/moses_train.csv.gz" "$KIT/data/uspto50k_train.smi")
+if [[ "$TRAIN_LIMIT" != "0" ]]; then
+  (zcat "$KIT/data/moses_train.csv.gz" || true) | head -n "$((TRAIN_LIMIT + 1))" | tail -n +2 > "$WORK/train_head.smi"
+  TRAIN_FILES=("$WORK/train_head.smi")
+fi
+"${BARTSMILES[@]}" preprocess --train "${TRAIN_FILES[@]}" --valid "$KIT/data/moses_valid.smi" \
+  --vocab "$DICT" --dest "$WORK/data-bin" --workers "$WORKERS" > "$OUT/preprocess.json"
+cat "$OUT/preprocess.json"
+
+SPENT=$(elapsed)
+TRAIN_SECONDS=$(( BUDGET - SPENT - EXPORT_MARGIN ))
+if (( TRAIN_SECONDS < 30 )); then
+  log "only ${TRAIN_SECONDS}s left for training: stopping"; exit 3
+fi
+HOURS=$("$PYTHON" -c "print(round($TRAIN_SECONDS / 3600, 5))")
+log "training $ARCH for ${TRAIN_SECONDS}s (--stop-time-hours $HOURS)"
+"${BARTSMILES[@]}" pretrain --data "$WORK/data-bin" --save-dir "$WORK/ckpt" --arch "$ARCH" \
+  --max-update 1000000 --stop-time-hours "$HOURS" --lr "$LR" --warmup-updates 500 \
+  --max-tokens "$MAX_TOKENS" --num-workers "$(( WORKERS > 12 ? 12 : WORKERS ))" --seed 1 \
+  --log-interval 50 --save-interval-updates 1000000 --validate-interval-updates 500 \
+  --log-file "$OUT/train.log" -- $DEVICE_FLAGS > "$OUT/stdout.log" 2>&1 || { tail -50 "$OUT/stdout.log"; exit 4; }
+tail -5 "$OUT/stdout.log"
+
+log "exporting"
+"$PYTHON" - "$WORK/ckpt/checkpoint_last.pt" "$OUT/model_fp16.pt" <<'PYEOF'
+import argparse, sys, torch
+src, dst = sys.argv[1], sys.argv[2]
+with torch.serialization.safe_globals([argparse.Namespace]):
+    state = torch.load(src, map_location="cpu", weights_only=True)
+keep = {k: state[k] for k in ("cfg", "args", "optimizer_history") if k in state}
+keep["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
+keep["extra_state"] = {k: v for k, v in state.get("extra_state", {}).items() if k in ("epoch", "num_updates", "train_iterator", "previous_training_time")}
+n = sum(v.numel() for v in state["model"].values())
+print("parameters (incl. buffers):", n, "num_updates:", state.get("optimizer_history", [{}])[-1].get("num_updates"))
+torch.save(keep, dst)
+PYEOF
+ls -la "$OUT"
+log "done"
