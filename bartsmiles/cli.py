@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from typing import Sequence
@@ -11,19 +12,36 @@ from ._version import __version__
 
 
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
+    """One option per field of a config dataclass, with the field's help text and default."""
+    scalar = {"int": int, "float": float, "str": str}
     for f in fields(cls):
-        if f.name in skip:
+        if f.name in skip or f.name == "extra_args":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         help_text = f.metadata.get("help", "")
-        if f.type in (bool, "bool"):
-            parser.add_argument(flag, action="store_true", help=help_text)
-        elif f.name == "extra_args":
-            continue
+        kind = str(f.type).replace("typing.", "")
+        if kind in ("bool", "<class 'bool'>"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif kind == "Optional[bool]":
+            parser.add_argument(flag, action="store_const", const=True, default=default, help=help_text)
+        elif kind.startswith("tuple["):
+            inner = kind[len("tuple["):].split(",")[0].strip("] ")
+            parser.add_argument(flag, nargs="+", type=scalar.get(inner, str), default=default,
+                                help=f"{help_text} (default: {' '.join(map(str, default)) or 'none'})")
         else:
-            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            typ = scalar.get(kind.replace("<class '", "").replace("'>", ""), str)
             parser.add_argument(flag, type=typ, default=default, help=f"{help_text} (default: {default})")
+
+
+def _config_from_args(cls, args, extra: Sequence[str]):
+    values = {}
+    for f in fields(cls):
+        if f.name == "extra_args":
+            continue
+        value = getattr(args, f.name)
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values, extra_args=tuple(extra))
 
 
 def _cmd_run(args) -> int:
@@ -68,13 +86,46 @@ def _cmd_pretrain(args) -> int:
     from .config import PretrainConfig
     from .pretraining import pretrain
 
-    values = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if f.name != "extra_args"}
-    cfg = PretrainConfig(**values, extra_args=tuple(args.fairseq_args))
+    cfg = _config_from_args(PretrainConfig, args, args.fairseq_args)
     argv = pretrain(cfg, dry_run=args.print_command)
     if args.print_command:
         import shlex
 
         print("fairseq-train " + " ".join(shlex.quote(a) for a in argv))
+    return 0
+
+
+def _cmd_encode(args) -> int:
+    """SMILES file in -> encoder features out (.npy array, or .csv with a smiles column + f0..f{d-1})."""
+    import numpy as np
+
+    from .api import load_pretrained
+    from .encoding import iter_smiles_file
+
+    smiles = list(iter_smiles_file(args.input, column=args.smiles_column))
+    model = load_pretrained(args.model, device=args.device)
+    features = model.encode(smiles, batch_size=args.batch_size, pooling=args.pooling,
+                            progress=not args.no_progress, on_overflow=args.on_overflow)
+    if args.output.lower().endswith(".npy"):
+        np.save(args.output, features)
+    else:
+        import csv
+
+        with open(args.output, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["smiles", *(f"f{j}" for j in range(features.shape[1]))])
+            for s, row in zip(smiles, features):
+                writer.writerow([s, *(f"{v:.7g}" for v in row)])
+    print(json.dumps({"output": args.output, "n": len(smiles), "dim": int(features.shape[1])}))
+    return 0
+
+
+def _cmd_finetune(args) -> int:
+    from .finetuning import FinetuneConfig, finetune
+
+    cfg = _config_from_args(FinetuneConfig, args, args.fairseq_args)
+    result = finetune(cfg)
+    print(json.dumps({k: v for k, v in result.to_json().items() if k != "argv"}, indent=2))
     return 0
 
 
@@ -125,6 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_args(p, PretrainConfig)
     p.add_argument("--print-command", action="store_true", help="print the equivalent fairseq-train command and exit")
     p.set_defaults(func=_cmd_pretrain)
+
+    from .finetuning import FinetuneConfig
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune for property prediction through fairseq (same path as fairseq-train)",
+        description="Fine-tune a pretrained model on a CSV or a registered dataset. Arguments after `--` go to fairseq-train verbatim.",
+    )
+    _add_dataclass_args(p, FinetuneConfig)
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("encode", help="encoder features of SMILES (.smi/.csv[.gz] in, .npy/.csv out)")
+    p.add_argument("input", help="SMILES file: .smi/.txt (one per line) or .csv[.gz] with --smiles-column")
+    p.add_argument("-o", "--output", required=True, help="features file: .npy (array n x d) or .csv")
+    p.add_argument("--model", default=None, help="model folder or .pt (default: the shipped model)")
+    p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV input")
+    p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
+    p.add_argument("--pooling", default="mean", choices=["mean", "bos", "eos"], help="how token states become one vector")
+    p.add_argument("--on-overflow", default="error", choices=["error", "truncate"], help="SMILES longer than the model's positions")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_encode)
     return parser
 
 
@@ -140,7 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        if os.environ.get("BARTSMILES_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"bartsmiles {args.command}: error: {message}", file=sys.stderr)
+        print("(set BARTSMILES_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -124,6 +125,10 @@ class DatasetSpec:
 
 class ChecksumError(ValueError):
     """A downloaded file does not have the expected sha256."""
+
+
+class DownloadError(FileNotFoundError):
+    """A data file was found nowhere and could not be downloaded."""
 
 
 class MissingColumnError(KeyError):
@@ -250,7 +255,15 @@ def locate(
             f"searched:\n  {listing}"
         )
     target = cache / spec.subdir / spec.filename if spec.subdir else cache / spec.filename
-    _download(spec, target)
+    try:
+        _download(spec, target)
+    except urllib.error.URLError as exc:  # HTTPError included
+        listing = "\n  ".join(str(p) for p in searched)
+        raise DownloadError(
+            f"dataset {spec.name!r}: {spec.filename} is not in any data folder and downloading it from "
+            f"{spec.url} failed ({getattr(exc, 'reason', exc)}). Put the file in a folder and pass it as "
+            f"data_dir (--data-dir), or set $BARTSMILES_DATA. Searched:\n  {listing}"
+        ) from exc
     return target
 
 

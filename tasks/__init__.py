@@ -4,7 +4,9 @@ Importing it registers with fairseq:
 
 * architectures ``bartsmiles_tiny``, ``bartsmiles_small``, ``bartsmiles_base``,
   ``bartsmiles_large`` (:mod:`.architectures`);
-* the task ``smiles_denoising`` (:mod:`.denoising`).
+* the task ``smiles_denoising`` (:mod:`.denoising`);
+* the task and criterion ``smiles_property`` (:mod:`.property`, :mod:`.property_criterion`):
+  fine-tuning for property prediction straight from a CSV.
 
 Use it from the command line with ``fairseq-train ... --user-dir $(bartsmiles user-dir)``; that
 folder (``tasks/user_dir/bartsmiles_plugin``) is a shim that imports this module, so fairseq's
@@ -23,7 +25,7 @@ else:
 
     _compat.apply()
 
-    from . import architectures, denoising  # noqa: F401,E402  (registration side effects)
+    from . import architectures, denoising, property, property_criterion  # noqa: F401,E402  (registration side effects)
 
     #: The folder to pass to fairseq's ``--user-dir``.
     USER_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "user_dir", "bartsmiles_plugin")

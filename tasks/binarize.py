@@ -11,7 +11,7 @@ Output, for ``dest`` and ``num_shards=1``::
 
     dest/dict.txt  dest/train.bin  dest/train.idx  dest/valid.bin  dest/valid.idx  dest/preprocess.json
 
-With ``num_shards=K`` the training rows go round-robin, chunk by chunk, into ``dest/shard<k>/``;
+With ``num_shards=K`` the training rows go round-robin, row by row, into ``dest/shard<k>/``;
 every shard gets the dictionary and the whole validation split, and fairseq is given the data
 path ``dest/shard0:dest/shard1:...`` (it visits one shard per epoch).  Nothing is held in memory
 beyond a chunk per worker, so corpora larger than memory work.
@@ -105,7 +105,7 @@ def _write_split(
     chunk_size: int,
     max_positions: int,
 ) -> EncodeStats:
-    """Encode ``smiles`` and append chunk i to ``prefixes[i % len(prefixes)]``."""
+    """Encode ``smiles`` and append row i to ``prefixes[i % len(prefixes)]``."""
     builders = [
         indexed_dataset.make_builder(indexed_dataset.data_file_path(p), "mmap", vocab_size=len(vocab) + 1)
         for p in prefixes
@@ -122,10 +122,11 @@ def _write_split(
         add_bos=False,
         add_eos=True,
     )
-    for i, chunk in enumerate(chunks):
-        builder = builders[i % len(builders)]
-        for row in chunk.rows():
-            builder.add_item(torch.from_numpy(row))
+    for chunk in chunks:
+        # row by row (not chunk by chunk): a corpus smaller than num_shards * chunk_size must not
+        # leave a shard empty (fairseq cannot even open an empty .bin)
+        for j, row in enumerate(chunk.rows()):
+            builders[(chunk.start + j) % len(builders)].add_item(torch.from_numpy(row))
         stats.add(chunk.stats)
     for p, b in zip(prefixes, builders):
         b.finalize(indexed_dataset.index_file_path(p))

@@ -13,6 +13,7 @@ The dictionary is read from ``DATA/dict.txt`` (fairseq format, see :mod:`bartsmi
 fairseq appends ``<mask>`` after the listed symbols.
 """
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -152,6 +153,15 @@ class SmilesDenoisingTask(DenoisingTask):
             poisson_lambda=self.cfg.poisson_lambda,
         )
         logger.info("split %s: %d SMILES for denoising", split, len(self.datasets[split]))
+
+    def get_batch_iterator(self, *args, **kwargs):
+        # fairseq's DenoisingDataset draws span lengths and random tokens from torch's global RNG.
+        # A data-buffer thread (--data-buffer-size > 0, fairseq's default) would race the trainer's
+        # dropout for that RNG, and two runs with the same seed would train different models.
+        # Load in the trainer's own thread instead (DataLoader workers still prefetch).
+        bound = inspect.signature(super().get_batch_iterator).bind(*args, **kwargs)
+        bound.arguments["data_buffer_size"] = 0
+        return super().get_batch_iterator(*bound.args, **bound.kwargs)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if self.cfg.log_sample_ids and not ignore_grad and sample and "id" in sample:

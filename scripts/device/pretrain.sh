@@ -78,8 +78,21 @@ log "training $ARCH for ${TRAIN_SECONDS}s (--stop-time-hours $HOURS)"
   --max-update 1000000 --stop-time-hours "$HOURS" --lr "$LR" --warmup-updates 500 \
   --max-tokens "$MAX_TOKENS" --num-workers "$(( WORKERS > 12 ? 12 : WORKERS ))" --seed 1 \
   --log-interval 50 --save-interval-updates 1000000 --validate-interval-updates 500 \
-  --log-file "$OUT/train.log" -- $DEVICE_FLAGS > "$OUT/stdout.log" 2>&1 || { tail -50 "$OUT/stdout.log"; exit 4; }
-tail -5 "$OUT/stdout.log"
+  --log-file "$OUT/train.log" -- $DEVICE_FLAGS > "$OUT/stdout.log" 2>&1 &
+TRAIN_PID=$!
+# Session 1 lost its model here: after "done training", Python 3.12 hung in DataLoader worker
+# teardown ("AssertionError: can only test a child process") and never returned.  So we wait for
+# fairseq's own end-of-training line (or a hard deadline) and then stop the process ourselves.
+DEADLINE=$(( $(date +%s) + TRAIN_SECONDS + 120 ))
+while kill -0 "$TRAIN_PID" 2>/dev/null; do
+  if grep -q "done training in" "$OUT/stdout.log" 2>/dev/null; then sleep 5; break; fi
+  if (( $(date +%s) > DEADLINE )); then log "training overran its deadline: stopping it"; break; fi
+  sleep 2
+done
+kill -9 "$TRAIN_PID" 2>/dev/null || true
+wait "$TRAIN_PID" 2>/dev/null || true
+grep -v "'_name'" "$OUT/stdout.log" | tail -5
+[[ -f "$WORK/ckpt/checkpoint_last.pt" ]] || { log "no checkpoint was written"; grep -v "'_name'" "$OUT/stdout.log" | tail -40; exit 4; }
 
 log "exporting"
 "$PYTHON" - "$WORK/ckpt/checkpoint_last.pt" "$OUT/model_fp16.pt" <<'PYEOF'

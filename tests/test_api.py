@@ -1,0 +1,186 @@
+"""load_pretrained and PretrainedModel.encode (bartsmiles.api)."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+import make_fixtures  # noqa: E402
+
+import bartsmiles  # noqa: E402
+from bartsmiles import api  # noqa: E402
+from bartsmiles.api import InvalidSmilesError, SmilesTooLongError, load_pretrained  # noqa: E402
+from bartsmiles.checkpoint import safe_load  # noqa: E402
+from bartsmiles.sp_tokenizer import SentencePieceTokenizer  # noqa: E402
+from bartsmiles.tokenizer import SmilesTokenizer  # noqa: E402
+from bartsmiles.vocab import Vocabulary  # noqa: E402
+
+SMILES = make_fixtures.corpus(12)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return make_fixtures.build_untrained_model(tmp_path_factory.mktemp("api") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    return load_pretrained(tiny_dir)
+
+
+@pytest.fixture(scope="session", params=["cfg", "legacy_args"])
+def published_dir(request, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("published") / request.param
+    return make_fixtures.build_published_standin(folder, legacy_args=request.param == "legacy_args")
+
+
+def _direct_encoder(model, smiles: str) -> np.ndarray:
+    """The encoder run on one unpadded sequence, independently of encode()."""
+    ids = model.vocab.encode(model.tokenizer.tokenize(smiles))
+    tokens = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.model.encoder(tokens, src_lengths=torch.tensor([len(ids)]))
+    return out["encoder_out"][0][:, 0].numpy()
+
+
+# ------------------------------------------------------------------------------------ loading
+def test_shipped_model_missing_is_a_clear_error(tmp_path, monkeypatch):
+    assert (api.shipped_model_dir() / "dict.txt").is_file()
+    monkeypatch.setattr(api, "shipped_model_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="not there yet"):
+        bartsmiles.load_pretrained()
+
+
+def test_load_folder(tiny, tiny_dir):
+    assert not tiny.model.training
+    assert next(tiny.model.parameters()).dtype == torch.float32
+    assert isinstance(tiny.tokenizer, SmilesTokenizer)
+    assert tiny.vocab == Vocabulary.load(tiny_dir / "dict.txt")
+    assert tiny.max_positions == 128 and tiny.embedding_dim == 64
+    assert tiny.metadata["arch"] == "bartsmiles_tiny"
+    assert tiny.model.encoder.embed_tokens.num_embeddings == len(tiny.vocab) + 1  # + <mask>
+
+
+def test_load_pt_file_with_dict_beside(tiny, tiny_dir):
+    again = load_pretrained(tiny_dir / "model.pt")
+    np.testing.assert_array_equal(again.encode(SMILES[:3], progress=False),
+                                  tiny.encode(SMILES[:3], progress=False))
+
+
+def test_missing_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model.pt"):
+        load_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_pretrained(tmp_path / "nope.pt")
+
+
+def test_dictionary_from_metadata_or_mismatch(tiny_dir, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(tiny_dir / "model.pt", bare / "model.pt")
+    assert load_pretrained(bare).vocab == Vocabulary.load(tiny_dir / "dict.txt")
+    (bare / "dict.txt").write_text("C 10\nc 5\n")
+    with pytest.raises(ValueError, match="does not match"):
+        load_pretrained(bare)
+
+
+# ----------------------------------------------------------------------------------- encoding
+def test_encode_matches_the_encoder_in_input_order(tiny):
+    features = tiny.encode(SMILES, batch_size=5, progress=False)
+    assert features.shape == (len(SMILES), 64) and features.dtype == np.float32
+    for i in (0, 5, 11):
+        expected = _direct_encoder(tiny, SMILES[i]).mean(0)
+        np.testing.assert_allclose(features[i], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_batching_does_not_change_features(tiny):
+    batched = tiny.encode(SMILES, batch_size=4, progress=False)
+    single = np.stack([tiny.encode([s], progress=False)[0] for s in SMILES])
+    np.testing.assert_allclose(batched, single, atol=1e-5, rtol=1e-4)
+
+
+def test_poolings_and_per_token(tiny):
+    result = tiny.encode(SMILES[:4], per_token=True, progress=False)
+    assert len(result.per_token) == len(result.tokens) == 4
+    for i, s in enumerate(SMILES[:4]):
+        tokens = tiny.tokenizer.tokenize(s)
+        assert result.tokens[i] == ["<s>", *tokens, "</s>"]
+        assert result.per_token[i].shape == (len(tokens) + 2, 64)
+        np.testing.assert_allclose(result.pooled[i], result.per_token[i].mean(0), atol=1e-5)
+    bos = tiny.encode(SMILES[:4], pooling="bos", progress=False)
+    eos = tiny.encode(SMILES[:4], pooling="eos", progress=False)
+    np.testing.assert_allclose(bos, np.stack([r[0] for r in result.per_token]), atol=1e-5)
+    np.testing.assert_allclose(eos, np.stack([r[-1] for r in result.per_token]), atol=1e-5)
+    assert not np.allclose(bos, eos)
+    with pytest.raises(ValueError, match="pooling"):
+        tiny.encode(SMILES[:1], pooling="max", progress=False)
+
+
+def test_invalid_smiles_names_the_index(tiny):
+    with pytest.raises(InvalidSmilesError, match="index 1") as info:
+        tiny.encode(["CCO", "CC O", "c1ccccc1"], progress=False)
+    assert info.value.index == 1
+    with pytest.raises(InvalidSmilesError, match="index 2"):
+        tiny.encode(["CCO", "C", ""], progress=False)
+    with pytest.raises(TypeError, match="sequence"):
+        tiny.encode("CCO", progress=False)
+
+
+def test_too_long_error_or_truncate(tiny):
+    long = "C" * 200
+    with pytest.raises(SmilesTooLongError) as info:
+        tiny.encode(["CCO", "CCN", long], progress=False)
+    error = info.value
+    assert (error.index, error.length, error.limit) == (2, 202, 128)
+    assert "index 2" in str(error) and "202" in str(error) and "128" in str(error)
+    result = tiny.encode(["CCO", long], on_overflow="truncate", per_token=True, progress=False)
+    assert result.per_token[1].shape == (128, 64)
+    assert result.tokens[1][-1] == "</s>"
+
+
+def test_progress_bar_only_when_asked(tiny, capsys):
+    tiny.encode(SMILES[:3], progress=False)
+    assert capsys.readouterr().err == ""
+    tiny.encode(SMILES[:3], progress=True)
+    assert "3/3" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ published format
+def test_published_bartsmiles_format(published_dir):
+    stored = safe_load(published_dir / "checkpoint_last.pt")
+    config = stored["cfg"]["model"] if stored["cfg"] else stored["args"]
+    assert config.arch == "bart_large" and config.data == make_fixtures.FOREIGN_DATA
+    model = load_pretrained(published_dir)
+    assert isinstance(model.tokenizer, SentencePieceTokenizer)
+    assert model.max_positions == 64  # read from the checkpoint, not assumed
+    assert model.embedding_dim == 32
+    assert model.metadata == {}
+    torch.testing.assert_close(model.model.encoder.embed_tokens.weight,
+                               stored["model"]["encoder.embed_tokens.weight"])
+    result = model.encode(SMILES[:5], per_token=True, batch_size=2, progress=False)
+    assert result.pooled.shape == (5, 32) and np.isfinite(result.pooled).all()
+    assert result.tokens[0][1].startswith("\u2581")  # SentencePiece's word-boundary mark
+    pieces = model.tokenizer.tokenize(SMILES[0])
+    assert result.tokens[0] == ["<s>", *pieces, "</s>"]
+    assert model.vocab.unk not in model.vocab.encode(pieces)
+    np.testing.assert_allclose(result.pooled[3], _direct_encoder(model, SMILES[3]).mean(0), atol=1e-5)
+
+
+def test_cli_encode(tiny, tiny_dir, tmp_path):
+    from bartsmiles.cli import main
+
+    smi = tmp_path / "in.smi"
+    smi.write_text("\n".join(SMILES[:4]) + "\n")
+    assert main(["encode", str(smi), "-o", str(tmp_path / "f.npy"), "--model", str(tiny_dir),
+                 "--no-progress"]) == 0
+    expected = tiny.encode(SMILES[:4], progress=False)
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), expected, atol=1e-6)
+    assert main(["encode", str(smi), "-o", str(tmp_path / "f.csv"), "--model", str(tiny_dir),
+                 "--pooling", "bos", "--no-progress"]) == 0
+    lines = (tmp_path / "f.csv").read_text().splitlines()
+    assert lines[0].split(",")[:2] == ["smiles", "f0"] and len(lines) == 5
