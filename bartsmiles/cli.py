@@ -66,6 +66,14 @@ def _cmd_build_vocab(args) -> int:
     return 0
 
 
+def _cmd_tokenize(args) -> int:
+    from .pretraining import write_tokenized
+
+    n = write_tokenized(args.files, args.output, column=args.smiles_column, n_jobs=args.workers)
+    print(f"wrote {n} tokenized SMILES to {args.output}")
+    return 0
+
+
 def _cmd_preprocess(args) -> int:
     from .pretraining import preprocess
 
@@ -129,6 +137,55 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
+def _cmd_benchmark(args) -> int:
+    """The PROTOCOL.md runner: models x datasets x seeds -> <out>.json/.md/.png (resumable)."""
+    import logging
+
+    from .benchmark import BenchmarkConfig, run_benchmark, summarize
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    finetune = {k: v for k, v in {"pretrained": args.model, "epochs": args.epochs, "lr": args.lr,
+                                  "batch_size": args.batch_size, "dropout": args.dropout}.items()
+                if v is not None}
+    cfg = BenchmarkConfig.from_json(
+        args.config or "", datasets=args.datasets, models=args.models, seeds=args.seeds, split=args.split,
+        data_dir=args.data_dir, out=args.out, n_jobs=args.n_jobs, rf_n_estimators=args.rf_trees,
+        work_dir=args.work_dir, isolate=False if args.no_isolate else None,
+        resume=False if args.no_resume else None, keep_checkpoints=True if args.keep_checkpoints else None,
+        finetune=finetune)
+    results = run_benchmark(cfg, command=sys.argv)
+    table = summarize(results["runs"])
+    print(json.dumps({f"{d}/{s}/{m}": {k: v[k] for k in ("metric", "mean", "std", "n", "wall_s_per_run")}
+                      for (d, s, m), v in table.items()}, indent=2))
+    failed = [r for r in results["runs"] if r.get("status") == "error"]
+    return 1 if failed else 0
+
+
+def _cmd_probe(args) -> int:
+    """The frozen-feature neuron probe (L1 logistic regression over a C sweep) -> JSON + PNG."""
+    from .probe import ProbeConfig, run_probe
+
+    cfg = ProbeConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir or "", split=args.split,
+                      seed=args.seed, c_exponents=tuple(args.c_exponents), target=args.target,
+                      tolerance=args.tolerance, standardize=not args.no_standardize, pooling=args.pooling,
+                      batch_size=args.batch_size, out=args.out)
+    report = run_probe(cfg)
+    print(json.dumps({"out": report["outputs"], "chosen": report["chosen"]}, indent=2))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    """Fine-tuned model + CSV in -> the same CSV plus one column per task and bartsmiles_error."""
+    from .prediction import ERROR_COLUMN, predict_table
+
+    out = predict_table(args.model, args.input, smiles_column=args.smiles_column, batch_size=args.batch_size,
+                        on_overflow=args.on_overflow)
+    out.to_csv(args.output, index=False)
+    n_bad = int((out[ERROR_COLUMN] != "").sum())
+    print(json.dumps({"output": args.output, "n": len(out), "n_errors": n_bad}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bartsmiles",
@@ -155,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=int, default=1, help="drop tokens seen fewer times")
     p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     p.set_defaults(func=_cmd_build_vocab)
+
+    p = sub.add_parser("tokenize", help="write SMILES files as space-separated tokens (input for fairseq-preprocess)")
+    p.add_argument("files", nargs="+", help="SMILES files (.csv[.gz] with --smiles-column, .smi, reaction lines)")
+    p.add_argument("-o", "--output", required=True, help="text file to write, one tokenized SMILES per line")
+    p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV files")
+    p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
+    p.set_defaults(func=_cmd_tokenize)
 
     p = sub.add_parser("preprocess", help="tokenize and binarize SMILES files for fairseq")
     p.add_argument("--train", nargs="+", required=True, help="training corpus files")
@@ -198,6 +262,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("benchmark", help="run the PROTOCOL.md benchmark (models x datasets x seeds)",
+                       description="Writes OUT.json (every run), OUT.md (mean ± std table) and OUT.png. "
+                                   "Runs already in OUT.json are skipped. Options given here override --config.")
+    p.add_argument("--config", default=None, help="JSON with BenchmarkConfig fields (incl. a 'finetune' object)")
+    p.add_argument("--datasets", nargs="+", default=None, help="registered dataset names (default: bbbp)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="ecfp4_rf, bartsmiles, bartsmiles_random_init, chemprop (default: ecfp4_rf)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: 0 1 2)")
+    p.add_argument("--split", default=None, choices=["scaffold", "random"], help="split kind (default: scaffold)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $BARTSMILES_DATA, then the cache)")
+    p.add_argument("--out", default=None, help="output prefix (default: benchmarks/results/benchmark)")
+    p.add_argument("--model", default=None, help="pretrained model (.pt or folder) for the bartsmiles models")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning peak learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size")
+    p.add_argument("--dropout", type=float, default=None, help="fine-tuning dropout")
+    p.add_argument("--n-jobs", type=int, default=None, help="cores per random forest (default: 1)")
+    p.add_argument("--rf-trees", type=int, default=None, help="trees per forest (protocol: 500)")
+    p.add_argument("--work-dir", default=None, help="fine-tuning runs and logs (default: runs/benchmark/<out name>)")
+    p.add_argument("--no-isolate", action="store_true", help="run in this process (peak memory is then an upper bound)")
+    p.add_argument("--no-resume", action="store_true", help="ignore runs already in OUT.json")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep fine-tuned checkpoints")
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("probe", help="neuron probe: L1 logistic regression on frozen features over a C sweep")
+    p.add_argument("--model", default=None, help="model folder or .pt (default: the shipped model)")
+    p.add_argument("--dataset", default="clintox", help="classification dataset (default: clintox)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $BARTSMILES_DATA, then the cache)")
+    p.add_argument("--split", default="scaffold", choices=["scaffold", "random"], help="split kind")
+    p.add_argument("--seed", type=int, default=0, help="random split seed and liblinear's random_state")
+    p.add_argument("--c-exponents", nargs="+", type=float, default=list(range(-8, 1)),
+                   help="C = 2**e for each e (default: -8 ... 0)")
+    p.add_argument("--target", type=float, default=None, help="validation ROC-AUC to reach (absolute)")
+    p.add_argument("--tolerance", type=float, default=0.02,
+                   help="without --target: reach the best validation ROC-AUC minus this")
+    p.add_argument("--no-standardize", action="store_true", help="do not standardize features (train mean/std)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "bos", "eos"], help="feature pooling")
+    p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
+    p.add_argument("--out", default="benchmarks/results/probe", help="output prefix (.json, .png)")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("predict", help="predict a CSV with a fine-tuned model (rows kept; NaN + reason for bad rows)")
+    p.add_argument("--model", required=True, help="fine-tuned checkpoint (.pt) or folder (model.pt, checkpoint_avg/best/last.pt)")
+    p.add_argument("--input", required=True, help="input CSV")
+    p.add_argument("--output", required=True, help="output CSV: the input columns, one column per task, bartsmiles_error")
+    p.add_argument("--smiles-column", default="smiles", help="SMILES column of the input (default: smiles)")
+    p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
+    p.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
+                   help="SMILES longer than the model's positions: an error row (default) or cut and predicted")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

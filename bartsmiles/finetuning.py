@@ -431,9 +431,10 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     best = save / "checkpoint_best.pt"
     if dry_run:
         return FinetuneResult(str(save), str(best), metric, None, None, sizes, argv, 0.0)
+    run_argv = resume_args(cfg, argv)
     (save / "finetune_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     _reset_fairseq_best()
-    fairseq_train(argv)
+    fairseq_train(run_argv)
     if not best.is_file():
         raise RuntimeError(f"fairseq finished without writing {best}")
     state = _load_state(best)
@@ -455,7 +456,115 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     return result
 
 
+# --------------------------------------------------------------------------- resume
+
+
+#: config fields that may differ between a killed run and its continuation
+RESUME_IGNORED_FIELDS = ("log_file", "log_interval", "score_test", "num_workers", "valid_batch_size")
+_RESET_FLAGS = ("--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler")
+
+
+def _same_run(saved: dict, current: dict) -> list[str]:
+    """Names of the config fields that differ (ignoring :data:`RESUME_IGNORED_FIELDS`)."""
+    keys = (set(saved) | set(current)) - set(RESUME_IGNORED_FIELDS)
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
+
+
+def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -> list[str]:
+    """The argument list to run: ``argv``, or its continuation of an interrupted run.
+
+    :func:`finetune_args` restores the *pretrained* checkpoint with ``--reset-*`` flags, so
+    rerunning an interrupted run with the same ``save_dir`` would start again from the
+    pretrained weights (and overwrite the epoch checkpoints).  When ``resume`` is true,
+    ``SAVE_DIR/checkpoint_last.pt`` exists and ``SAVE_DIR/finetune_config.json`` records the
+    same configuration (fields in :data:`RESUME_IGNORED_FIELDS` may differ), the pretrained
+    ``--restore-file`` and the reset flags are replaced by ``--restore-file checkpoint_last.pt``:
+    fairseq then continues with the next epoch, the optimizer, learning-rate schedule, data
+    order and best-so-far value as they were saved.  A finished run "continues" with no
+    training at all.  With a different configuration the run starts afresh, with a warning.
+
+    (Without a pretrained checkpoint fairseq's default ``--restore-file checkpoint_last.pt``
+    already continues from ``SAVE_DIR``; the list is returned unchanged.)
+    """
+    argv = list(argv)
+    last = Path(cfg.save_dir) / "checkpoint_last.pt"
+    if not resume or not cfg.pretrained or not last.is_file():
+        return argv
+    record = Path(cfg.save_dir) / "finetune_config.json"
+    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        logger.warning("%s exists but %s does not describe its run: starting afresh from %s",
+                       last, record, cfg.pretrained)
+        return argv
+    differ = _same_run(saved, current)
+    if differ:
+        logger.warning("%s is from a run with a different configuration (%s): starting afresh from %s",
+                       last, ", ".join(differ), cfg.pretrained)
+        return argv
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--restore-file":
+            i += 2
+            continue
+        if argv[i] not in _RESET_FLAGS:
+            out.append(argv[i])
+        i += 1
+    logger.info("resuming the interrupted run in %s from %s", cfg.save_dir, last)
+    return out + ["--restore-file", "checkpoint_last.pt"]
+
+
+# --------------------------------------------------------------------------- grid search
+
+
+def _grid_dir(save_dir: str, lr: float, dropout: float) -> str:
+    return os.path.join(save_dir, f"lr{lr:g}_dropout{dropout:g}")
+
+
+def grid_search(cfg: FinetuneConfig, lrs: Sequence[float] = (5e-6, 1e-5, 3e-5),
+                dropouts: Sequence[float] = (0.1, 0.2, 0.3)) -> tuple[FinetuneConfig, list[dict]]:
+    """Fine-tune once per (lr, dropout) and select on the validation metric (the paper's grid).
+
+    Each combination runs :func:`finetune` in its own folder ``SAVE_DIR/lr{lr}_dropout{dropout}``
+    (so an interrupted search resumes run by run).  The best run has the highest validation
+    ROC-/PRC-AUC, or the lowest RMSE; ties go to the earlier combination (lrs outer, dropouts
+    inner).  Returns ``(best_cfg, table)``: ``best_cfg`` is ``cfg`` with the winning ``lr``,
+    ``dropout`` and ``save_dir``; ``table`` has one dict per run (``lr``, ``dropout``,
+    ``save_dir``, ``best_checkpoint``, ``metric``, ``valid``, ``test``, ``seconds``, ``best``),
+    also written to ``SAVE_DIR/grid_search.json``.  Test scores are reported, never used to select.
+    """
+    from bartsmiles.metrics import METRIC_DIRECTION
+
+    lrs, dropouts = [float(v) for v in lrs], [float(v) for v in dropouts]
+    if not lrs or not dropouts:
+        raise FinetuneError("grid_search needs at least one learning rate and one dropout")
+    table: list[dict] = []
+    configs: list[FinetuneConfig] = []
+    for lr in lrs:
+        for dropout in dropouts:
+            run_cfg = dataclasses.replace(cfg, lr=lr, dropout=dropout, save_dir=_grid_dir(cfg.save_dir, lr, dropout))
+            logger.info("grid search: lr=%g dropout=%g -> %s", lr, dropout, run_cfg.save_dir)
+            result = finetune(run_cfg)
+            configs.append(run_cfg)
+            table.append({"lr": lr, "dropout": dropout, "save_dir": result.save_dir,
+                          "best_checkpoint": result.best_checkpoint, "metric": result.metric,
+                          "valid": result.best_valid_metric, "test": result.test_metric,
+                          "seconds": result.seconds, "best": False})
+    metric = table[0]["metric"]
+    sign = 1.0 if METRIC_DIRECTION.get(metric, "max") == "max" else -1.0
+    usable = [i for i, row in enumerate(table) if row["valid"] is not None and math.isfinite(row["valid"])]
+    if not usable:
+        raise FinetuneError(f"grid search: no run has a finite validation {metric}")
+    winner = max(usable, key=lambda i: (sign * table[i]["valid"], -i))
+    table[winner]["best"] = True
+    Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.save_dir) / "grid_search.json").write_text(json.dumps(table, indent=2))
+    return configs[winner], table
+
+
 __all__ = [
     "FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune_args", "finetune", "predict",
     "PropertyPredictor", "resolve_config", "pretrained_model_args", "updates_per_epoch",
+    "resume_args", "grid_search",
 ]
