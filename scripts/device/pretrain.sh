@@ -96,7 +96,7 @@ fi
 HOURS=$("$PYTHON" -c "print(round($TRAIN_SECONDS / 3600, 5))")
 log "training $ARCH for ${TRAIN_SECONDS}s (--stop-time-hours $HOURS)"
 "${BARTSMILES[@]}" pretrain --data "$WORK/data-bin" --save-dir "$WORK/ckpt" --arch "$ARCH" \
-  --max-update 1000000 --stop-time-hours "$HOURS" --lr "$LR" --warmup-updates 500 \
+  --max-update 1000000 --stop-time-hours "$HOURS" --lr "$LR" --warmup-updates "${WARMUP:-500}" \
   --max-tokens "$MAX_TOKENS" --num-workers "$(( WORKERS > 12 ? 12 : WORKERS ))" --seed 1 \
   --log-interval 50 --save-interval-updates 1000000 --validate-interval-updates 500 \
   --log-file "$OUT/train.log" -- $DEVICE_FLAGS > "$OUT/stdout.log" 2>&1 &
