@@ -26,7 +26,8 @@ per-task scores, sizes, ``wall_s`` and ``peak_rss_mb``, status (``ok``, ``error`
   the whole subprocess, start-up included.
 * ``peak_rss_mb``: with ``isolate=True`` (the default) every run is a fresh Python
   subprocess, and this is that process's peak resident set size
-  (``getrusage(RUSAGE_SELF).ru_maxrss``, plus ``RUSAGE_CHILDREN`` if it started any) --
+  (Linux ``VmHWM``, not ``ru_maxrss``, which Linux carries over ``exec`` from the parent;
+  plus ``RUSAGE_CHILDREN`` if it started any) --
   honest per-run peak memory, *including* the interpreter and the imported libraries
   (numpy/scikit-learn/RDKit for the forest; torch/fairseq too for fine-tuning).
   Without isolation the runs share one process and ``ru_maxrss`` is a high-water mark over
@@ -212,7 +213,8 @@ def _run_finetune(spec: dict) -> dict:
     return {"value": float(result.test_metric), "per_task": None, "metric": result.metric,
             "sizes": result.sizes, "split_checksum": split.checksum(),
             "best_valid_metric": result.best_valid_metric, "save_dir": str(save_dir),
-            "settings": {k: v for k, v in resolved.items() if k in ("pretrained", "arch", "epochs", "lr", "batch_size", "dropout", "seed",
+            "settings": {k: v for k, v in resolved.items()
+                         if k in ("pretrained", "arch", "epochs", "lr", "batch_size", "dropout", "seed",
                                   "warmup_ratio", "weight_decay", "clip_norm", "pos_weight", "dict",
                                   "regression_scaling", "max_positions", "update_freq", "model_args")}}
 
@@ -252,11 +254,27 @@ def run_one(spec: dict) -> dict:
 
 
 def _peak_rss_mb() -> float:
-    """Peak RSS of this process and of its waited-for children, in MiB (Linux: ru_maxrss in KiB)."""
-    scale = 1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, kids) / scale, 1)
+    """Peak resident set size of this process, in MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process image.
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is *not* used there because Linux carries it over
+    ``exec``: a subprocess started from a large parent would report the parent's size.
+    Children the run waited for (``RUSAGE_CHILDREN``) are included by taking the maximum.
+    Elsewhere ``ru_maxrss`` (KiB on Linux/BSD, bytes on macOS) is the fallback.
+    """
+    own_kib = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                own_kib = float(line.split()[1])
+                break
+    except OSError:
+        pass
+    scale = 1024.0 if sys.platform == "darwin" else 1.0  # ru_maxrss -> KiB
+    if own_kib is None:
+        own_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    kids_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale
+    return round(max(own_kib, kids_kib) / 1024.0, 1)
 
 
 def _run_isolated(spec: dict, log_path: Path) -> dict:

@@ -351,7 +351,8 @@ class _BartSmilesEstimator(BaseEstimator):
 
     def predict_frame(self, df: pd.DataFrame | Sequence[str], smiles_column: str = "smiles") -> pd.DataFrame:
         """A DataFrame with ``df``'s index, one column per task (probability of the positive class,
-        or the value) and ``error`` ("" or why the row has NaN)."""
+        or the value) and ``error`` ("" or why the row has NaN; named ``bartsmiles_error`` when a
+        task is called ``error``)."""
         if isinstance(df, pd.DataFrame):
             if smiles_column not in df.columns:
                 raise KeyError(f"no column {smiles_column!r} in the DataFrame (columns: {list(df.columns)})")
@@ -361,7 +362,7 @@ class _BartSmilesEstimator(BaseEstimator):
             index = df.index if isinstance(df, pd.Series) else None
         preds, errors = self._raw_predict(smiles)
         out = pd.DataFrame(preds, columns=self.task_names_, index=index)
-        out["error"] = errors
+        out["error" if "error" not in self.task_names_ else "bartsmiles_error"] = errors
         return out
 
     # -- persistence -------------------------------------------------------------------------

@@ -470,6 +470,25 @@ def _same_run(saved: dict, current: dict) -> list[str]:
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
+def _data_fingerprint(cfg: FinetuneConfig) -> dict:
+    """sha256 of the data file(s) and of the split file, so edited data is never resumed."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    data = Path(cfg.data)
+    files = sorted(data.glob("*.csv*")) if data.is_dir() else [data]
+    split = split_file_path(cfg)
+    if split and Path(split).is_file():
+        files.append(Path(split))
+    return {str(f): digest(f) for f in files if f.is_file()}
+
+
 def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -> list[str]:
     """The argument list to run: ``argv``, or its continuation of an interrupted run.
 
@@ -477,7 +496,9 @@ def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -
     rerunning an interrupted run with the same ``save_dir`` would start again from the
     pretrained weights (and overwrite the epoch checkpoints).  When ``resume`` is true,
     ``SAVE_DIR/checkpoint_last.pt`` exists and ``SAVE_DIR/finetune_config.json`` records the
-    same configuration (fields in :data:`RESUME_IGNORED_FIELDS` may differ), the pretrained
+    same configuration (fields in :data:`RESUME_IGNORED_FIELDS` may differ) and
+    ``SAVE_DIR/resume_fingerprint.json`` the same sha256 of the data and split files (this
+    function writes it for the current run), the pretrained
     ``--restore-file`` and the reset flags are replaced by ``--restore-file checkpoint_last.pt``:
     fairseq then continues with the next epoch, the optimizer, learning-rate schedule, data
     order and best-so-far value as they were saved.  A finished run "continues" with no
@@ -488,6 +509,16 @@ def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -
     """
     argv = list(argv)
     last = Path(cfg.save_dir) / "checkpoint_last.pt"
+    fingerprint_file = Path(cfg.save_dir) / "resume_fingerprint.json"
+    fingerprint = _data_fingerprint(cfg)
+    previous = None
+    if fingerprint_file.is_file():
+        try:
+            previous = json.loads(fingerprint_file.read_text())
+        except ValueError:
+            previous = None
+    Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
+    fingerprint_file.write_text(json.dumps(fingerprint, indent=2))
     if not resume or not cfg.pretrained or not last.is_file():
         return argv
     record = Path(cfg.save_dir) / "finetune_config.json"
@@ -498,7 +529,7 @@ def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -
         logger.warning("%s exists but %s does not describe its run: starting afresh from %s",
                        last, record, cfg.pretrained)
         return argv
-    differ = _same_run(saved, current)
+    differ = _same_run(saved, current) + (["data or split file contents"] if previous != fingerprint else [])
     if differ:
         logger.warning("%s is from a run with a different configuration (%s): starting afresh from %s",
                        last, ", ".join(differ), cfg.pretrained)

@@ -27,7 +27,6 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass

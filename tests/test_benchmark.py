@@ -107,7 +107,11 @@ def test_resume_skips_finished_runs_and_retries_failed(tiny_data, tmp_path, monk
 
 def test_isolated_run_measures_its_own_process(tiny_data, tmp_path):
     cfg = _cfg(tiny_data, tmp_path, datasets=("bbbp",), seeds=(0,), isolate=True)
+    ballast = np.ones(300 * 2 ** 20 // 8)  # 300 MiB in this (parent) process: not the run's memory
+    parent = benchmark._peak_rss_mb()
     run = run_benchmark(cfg, command=["iso"])["runs"][0]
+    del ballast
+    assert run["peak_rss_mb"] < parent - 200
     assert run["status"] == "ok", run.get("error")
     assert run["process_wall_s"] >= run["wall_s"] > 0
     assert run["peak_rss_mb"] > 20 and "own process" in run["memory_scope"]

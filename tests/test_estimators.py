@@ -242,7 +242,7 @@ def _train_state(path: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_killed_finetune_resumes_where_it_stopped(pretrained, tmp_path):
-    from bartsmiles.finetuning import finetune, resume_args, updates_per_epoch
+    from bartsmiles.finetuning import finetune, updates_per_epoch
 
     cfg = _cfg(pretrained, tmp_path, epochs=3)
     script = tmp_path / "killer.py"
@@ -257,9 +257,6 @@ def test_killed_finetune_resumes_where_it_stopped(pretrained, tmp_path):
     assert _train_state(run / "checkpoint_last.pt") == (2, per_epoch)
     first = _digest(run / "checkpoint1.pt")
 
-    argv = resume_args(cfg, ["x", "--restore-file", str(pretrained), "--reset-optimizer", "--reset-meters"])
-    assert argv == ["x", "--restore-file", "checkpoint_last.pt"]
-
     result = finetune(cfg)  # same config, same save_dir: continues with epoch 2
     assert _digest(run / "checkpoint1.pt") == first     # epoch 1 was not trained again
     assert (run / "checkpoint2.pt").is_file() and (run / "checkpoint3.pt").is_file()
@@ -267,12 +264,32 @@ def test_killed_finetune_resumes_where_it_stopped(pretrained, tmp_path):
     assert _train_state(run / "checkpoint2.pt") == (3, 2 * per_epoch)
     assert result.best_valid_metric is not None
 
+    # the killed-and-resumed run ends with exactly the weights of an uninterrupted run
+    from bartsmiles.checkpoint import safe_load
+
+    reference = finetune(dataclasses.replace(cfg, save_dir=str(tmp_path / "uninterrupted")))
+    resumed_w = safe_load(run / "checkpoint3.pt")["model"]
+    reference_w = safe_load(Path(reference.save_dir) / "checkpoint3.pt")["model"]
+    assert all(torch.equal(resumed_w[k], reference_w[k]) for k in reference_w)
+
     # a finished run "resumes" with nothing to do
     last = _digest(run / "checkpoint_last.pt")
     finetune(cfg)
     assert _digest(run / "checkpoint_last.pt") == last
 
     # a different configuration in the same folder starts afresh from the pretrained weights
-    changed = dataclasses.replace(cfg, lr=5e-4)
-    assert resume_args(changed, ["x", "--restore-file", "p.pt", "--reset-optimizer"]) == \
-        ["x", "--restore-file", "p.pt", "--reset-optimizer"]
+    finetune(dataclasses.replace(cfg, lr=5e-4))
+    assert _digest(run / "checkpoint1.pt") != first
+    assert _train_state(run / "checkpoint_last.pt") == (4, 3 * per_epoch)
+
+    # resume_args on the run's own (resolved) config: resumes; after the data file changes: does not
+    from bartsmiles.finetuning import FinetuneConfig, resume_args
+
+    saved = json.loads((run / "finetune_config.json").read_text())
+    resolved = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    flags = ["x", "--restore-file", str(pretrained), "--reset-optimizer", "--reset-meters", "--cpu"]
+    assert resume_args(resolved, flags) == ["x", "--cpu", "--restore-file", "checkpoint_last.pt"]
+    assert resume_args(resolved, flags, resume=False) == flags
+    with open(resolved.data, "a") as fh:
+        fh.write("CCCCCCN,1\n")
+    assert resume_args(resolved, flags) == flags
