@@ -40,7 +40,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 from fairseq.data import Dictionary
@@ -48,7 +48,10 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from bartsmiles.datasets import MolDataset, load_table
+# bartsmiles.datasets needs RDKit: imported where used, so that `import bartsmiles.tasks` (and
+# GPU pretraining on a machine without RDKit) does not need it.
+if TYPE_CHECKING:  # pragma: no cover
+    from bartsmiles.datasets import MolDataset
 from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
 from bartsmiles.vocab import SequenceTooLongError, Vocabulary
 
@@ -146,18 +149,19 @@ def read_property_splits(
     task_type: str,
     split_file: Optional[str] = None,
     report_dir: Optional[str] = None,
-) -> Dict[str, MolDataset]:
+) -> Dict[str, "MolDataset"]:
     """The train/valid/test tables of ``data`` (see the module docstring), invalid rows left out.
 
     Raises :class:`PropertyDataError` (or the loader's ValueError) with a clear message for a
     missing file, a missing split file, wrong label values, or an empty train/valid split.
     """
+    from bartsmiles.datasets import MolDataset, load_table
     from bartsmiles.splits import Split
 
     targets = split_targets(target_columns)
     path = Path(data)
     report = Path(report_dir) if report_dir else None
-    out: Dict[str, MolDataset] = {}
+    out: Dict[str, "MolDataset"] = {}
     if path.is_dir():
         for split in SPLITS:
             f = path / f"{split}.csv"
@@ -205,7 +209,7 @@ def read_property_splits(
     return out
 
 
-def check_trainable(splits: Dict[str, MolDataset], task_type: str, metric: str = "") -> None:
+def check_trainable(splits: Dict[str, "MolDataset"], task_type: str, metric: str = "") -> None:
     """Errors for data fairseq would train on to no purpose (single-class train set, nothing to validate on)."""
     train, valid = splits["train"], splits["valid"]
     names = train.task_names
@@ -240,7 +244,7 @@ def check_trainable(splits: Dict[str, MolDataset], task_type: str, metric: str =
         )
 
 
-def label_statistics(train: MolDataset, task_type: str, pos_weight: str, scaling: str) -> Dict[str, Any]:
+def label_statistics(train: "MolDataset", task_type: str, pos_weight: str, scaling: str) -> Dict[str, Any]:
     """pos_weight (classification) and mean/std (regression) from the training labels only."""
     labels = train.labels
     stats: Dict[str, Any] = {"pos_weight": None, "target_mean": None, "target_std": None}
@@ -345,7 +349,7 @@ class SmilesPropertyTask(FairseqTask):
 
     cfg: SmilesPropertyConfig
 
-    def __init__(self, cfg, dictionary: Dictionary, meta: Dict[str, Any], splits: Optional[Dict[str, MolDataset]] = None):
+    def __init__(self, cfg, dictionary: Dictionary, meta: Dict[str, Any], splits: Optional[Dict[str, "MolDataset"]] = None):
         super().__init__(cfg)
         self.dictionary = dictionary
         self.vocab = Vocabulary(symbols=list(dictionary.symbols), counts=[0] * len(dictionary.symbols))
