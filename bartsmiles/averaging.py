@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from .checkpoint import safe_load
+from .checkpoint import config_value, safe_load
 
 __all__ = ["average_checkpoints", "average_last_epochs", "epoch_checkpoints", "epoch_metrics",
            "choose_window", "AVERAGE_NAME"]
@@ -41,14 +41,6 @@ logger = logging.getLogger(__name__)
 
 AVERAGE_NAME = "checkpoint_avg.pt"
 _EPOCH_FILE = re.compile(r"^checkpoint(\d+)\.pt$")
-
-
-def _get(section: Any, key: str, default: Any = None) -> Any:
-    if section is None:
-        return default
-    if isinstance(section, Mapping):
-        return section.get(key, default)
-    return getattr(section, key, default)
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> Path:
@@ -133,7 +125,7 @@ def epoch_metrics(paths: Mapping[int, Path]) -> tuple[dict[int, float], bool]:
         state = safe_load(path)
         value = (state.get("extra_state") or {}).get("val_loss")
         cfg = state.get("cfg")
-        maximize = bool(_get(_get(cfg, "checkpoint"), "maximize_best_checkpoint_metric", maximize))
+        maximize = bool(config_value(config_value(cfg, "checkpoint"), "maximize_best_checkpoint_metric", maximize))
         if isinstance(value, (int, float)) and math.isfinite(float(value)):
             values[epoch] = float(value)
     return values, maximize

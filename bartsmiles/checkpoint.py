@@ -209,7 +209,8 @@ def _versions() -> dict[str, str]:
             "torch": str(torch.__version__), "python": str(platform.python_version())}
 
 
-def _get(section: Any, key: str, default: Any = None) -> Any:
+def config_value(section: Any, key: str, default: Any = None) -> Any:
+    """``section[key]`` for a dict-like fairseq config section, ``section.key`` for a Namespace."""
     if section is None:
         return default
     if isinstance(section, Mapping):
@@ -220,7 +221,7 @@ def _get(section: Any, key: str, default: Any = None) -> Any:
 def model_config(state: Mapping[str, Any]) -> Any:
     """The model section of a checkpoint: ``cfg["model"]`` or, for old checkpoints, ``args``."""
     cfg = state.get("cfg")
-    model = _get(cfg, "model")
+    model = config_value(cfg, "model")
     return model if model is not None else state.get("args")
 
 
@@ -230,16 +231,16 @@ def architecture_of(state: Mapping[str, Any]) -> tuple[str, dict[str, int]]:
     if m is None:
         raise ValueError("checkpoint has neither cfg['model'] nor args: cannot tell its architecture")
     weights = state.get("model", {})
-    arch = _get(m, "arch") or _get(m, "_name") or "unknown"
-    positions = _get(m, "max_source_positions")
+    arch = config_value(m, "arch") or config_value(m, "_name") or "unknown"
+    positions = config_value(m, "max_source_positions")
     if positions is None and "encoder.embed_positions.weight" in weights:
         positions = int(weights["encoder.embed_positions.weight"].shape[0]) - 2  # learned: pad + 1 offset
     dims = {
-        "encoder_layers": _get(m, "encoder_layers"),
-        "decoder_layers": _get(m, "decoder_layers"),
-        "dim": _get(m, "encoder_embed_dim"),
-        "heads": _get(m, "encoder_attention_heads"),
-        "ffn": _get(m, "encoder_ffn_embed_dim"),
+        "encoder_layers": config_value(m, "encoder_layers"),
+        "decoder_layers": config_value(m, "decoder_layers"),
+        "dim": config_value(m, "encoder_embed_dim"),
+        "heads": config_value(m, "encoder_attention_heads"),
+        "ffn": config_value(m, "encoder_ffn_embed_dim"),
         "positions": positions,
     }
     return str(arch), {k: (int(v) if v is not None else None) for k, v in dims.items()}
@@ -271,7 +272,7 @@ def _scrub_paths(cfg: Any) -> None:
 def _find_beside(checkpoint: Path, state: Mapping[str, Any], name: str) -> Path | None:
     """``name`` next to the checkpoint, else in the checkpoint's data folder (first shard)."""
     candidates = [checkpoint.parent / name]
-    data = _get(_get(state.get("cfg"), "task"), "data") or _get(state.get("args"), "data")
+    data = config_value(config_value(state.get("cfg"), "task"), "data") or config_value(state.get("args"), "data")
     if isinstance(data, str) and data:
         candidates.append(Path(data.split(os.pathsep)[0]) / name)
     return next((c for c in candidates if c.is_file()), None)

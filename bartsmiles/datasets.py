@@ -267,7 +267,8 @@ def locate(
     return target
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -324,7 +325,7 @@ def _download(spec: DatasetSpec, target: Path) -> None:
         with urllib.request.urlopen(spec.url, timeout=60) as resp, open(fetched, "wb") as out:
             shutil.copyfileobj(resp, out)
         expected = spec.url_sha256 or spec.sha256
-        actual = _sha256_file(fetched)
+        actual = sha256_file(fetched)
         if actual != expected:
             raise ChecksumError(
                 f"checksum mismatch for {spec.filename} (dataset {spec.name!r}) downloaded from {spec.url}: "
@@ -341,7 +342,7 @@ def _download(spec: DatasetSpec, target: Path) -> None:
                 got = hashlib.sha256(fh.read()).hexdigest()
             want, what = spec.content_sha256 or "", "decompressed-content sha256"
         else:
-            got, want, what = _sha256_file(result), spec.sha256, "sha256"
+            got, want, what = sha256_file(result), spec.sha256, "sha256"
         if got != want:
             raise ChecksumError(
                 f"checksum mismatch for {spec.filename} (dataset {spec.name!r}) built from {spec.url}: "

@@ -472,14 +472,7 @@ def _same_run(saved: dict, current: dict) -> list[str]:
 
 def _data_fingerprint(cfg: FinetuneConfig) -> dict:
     """sha256 of the data file(s) and of the split file, so edited data is never resumed."""
-    import hashlib
-
-    def digest(path: Path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+    from .datasets import sha256_file as digest
 
     data = Path(cfg.data)
     files = sorted(data.glob("*.csv*")) if data.is_dir() else [data]
