@@ -186,6 +186,55 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_benchmark_retro(args) -> int:
+    """Retrosynthesis benchmark: (train,) generate on a split, top-k -> OUT.json + OUT.md."""
+    import logging
+    import time
+    from pathlib import Path
+
+    from .seq2seq import BartSmilesSeq2Seq, Seq2SeqConfig, topk_accuracy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.data:
+        data = args.data
+    else:
+        from .datasets import locate
+
+        data = str(locate("uspto50k_train").parent)
+    t0 = time.perf_counter()
+    if args.train:
+        model = BartSmilesSeq2Seq(Seq2SeqConfig(data=data, pretrained=args.model, save_dir=args.save_dir,
+                                                epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size))
+        model.fit_data()
+    else:
+        model = BartSmilesSeq2Seq.load(args.model)
+    t_train = time.perf_counter() - t0
+    from .tasks.seq2seq import read_pairs, split_file
+
+    table, _, _ = read_pairs(split_file(data, args.split), model.task.cfg)
+    sources, targets = table.sources, table.targets
+    if args.limit:
+        sources, targets = sources[: args.limit], targets[: args.limit]
+    t1 = time.perf_counter()
+    preds = model.generate(sources, beam=args.beam, n_best=args.beam, augment=args.augment,
+                           aggregate=args.aggregate, batch_size=args.batch_size)
+    ks = [k for k in (1, 3, 5, 10) if k <= args.beam]
+    scores = topk_accuracy(preds, targets, ks=ks)
+    result = {"data": data, "split": args.split, "n": len(sources), "model": args.model, "trained": args.train,
+              "checkpoint": model.checkpoint, "beam": args.beam, "augment": args.augment,
+              "aggregate": args.aggregate, "scores": scores, "train_s": round(t_train, 1),
+              "generate_s": round(time.perf_counter() - t1, 1)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    head = "| model | n | " + " | ".join(f"top-{k}" for k in ks) + " | invalid top-1 |"
+    row = f"| {Path(args.model).name} | {len(sources)} | " + " | ".join(f"{scores[f'top{k}']:.3f}" for k in ks)
+    md = "\n".join([head, "|" + "---|" * (len(ks) + 3), row + f" | {scores['invalid_top1']:.3f} |", ""])
+    out.with_suffix(".md").write_text(md)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bartsmiles",
@@ -313,6 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
                    help="SMILES longer than the model's positions: an error row (default) or cut and predicted")
     p.set_defaults(func=_cmd_predict)
+    p = sub.add_parser("benchmark-retro", help="retrosynthesis top-k on USPTO-50k (or a data folder): train or load, generate, score",
+                       description="Writes OUT.json (settings, top-k, timings) and OUT.md (top-k table).")
+    p.add_argument("--model", required=True, help="a trained smiles_seq2seq model (file or folder), or with --train a pretrained checkpoint")
+    p.add_argument("--train", action="store_true", help="fine-tune --model on DATA's train/valid files first")
+    p.add_argument("--data", default=None, help="folder with train/valid/test files (default: the USPTO-50k liu2017 split)")
+    p.add_argument("--split", default="test", help="split to generate on (default: test)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N reactions of the split (0: all)")
+    p.add_argument("--beam", type=int, default=10, help="beam size (= candidates per reaction)")
+    p.add_argument("--augment", type=int, default=0, help="test-time augmentation: randomized copies per product")
+    p.add_argument("--aggregate", default="prob", choices=["prob", "rank"], help="TTA rank aggregation")
+    p.add_argument("--batch-size", type=int, default=32, help="reactions per generation batch")
+    p.add_argument("--epochs", type=int, default=30, help="with --train: epochs")
+    p.add_argument("--lr", type=float, default=1e-4, help="with --train: peak learning rate")
+    p.add_argument("--train-batch-size", type=int, default=32, help="with --train: pairs per batch")
+    p.add_argument("--save-dir", default="runs/retro", help="with --train: checkpoints")
+    p.add_argument("--out", default="benchmarks/results/retro", help="output prefix (.json, .md)")
+    p.set_defaults(func=_cmd_benchmark_retro)
     return parser
 
 

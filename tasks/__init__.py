@@ -25,7 +25,7 @@ else:
 
     _compat.apply()
 
-    from . import architectures, denoising, property, property_criterion  # noqa: F401,E402  (registration side effects)
+    from . import architectures, denoising, property, property_criterion, seq2seq  # noqa: F401,E402  (registration side effects)
 
     #: The folder to pass to fairseq's ``--user-dir``.
     USER_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "user_dir", "bartsmiles_plugin")

@@ -271,6 +271,16 @@ def label_statistics(train: "MolDataset", task_type: str, pos_weight: str, scali
     return stats
 
 
+def copy_dictionary(dict_path, save_dir) -> None:
+    """Write ``save_dir/dict.txt`` from ``dict_path`` once, so a checkpoint folder is self-contained."""
+    if not dict_path or not save_dir:
+        return
+    target = Path(save_dir) / "dict.txt"
+    if not target.exists():
+        os.makedirs(save_dir, exist_ok=True)
+        Vocabulary.load(dict_path).save(target)
+
+
 def resolve_dict_path(explicit: str, restore_file: str, save_dir: str, data: str) -> Path:
     """The dictionary file by the order of the module docstring."""
     candidates: List[Path] = []
@@ -369,7 +379,9 @@ class SmilesPropertyTask(FairseqTask):
     def setup_task(cls, cfg: SmilesPropertyConfig, **kwargs):
         task_type = str(cfg.task_type)
         metric = default_metric(task_type, cfg.metric)
-        save_dir = cfg.save_dir or None
+        # reports and the dictionary copy are written when training, never when a checkpoint is
+        # merely loaded (fairseq then passes from_checkpoint=True and save_dir may be its default)
+        save_dir = None if kwargs.get("from_checkpoint") else (cfg.save_dir or None)
         splits = read_property_splits(
             cfg.data, cfg.smiles_column, cfg.target_columns, task_type, cfg.split_file, report_dir=save_dir
         )
@@ -405,12 +417,13 @@ class SmilesPropertyTask(FairseqTask):
             logger.warning("%d row(s) with invalid SMILES left out: rows %s", len(invalid), invalid[:50])
         task = cls(cfg, dictionary, meta, splits)
         task._report = report
-        if save_dir:
-            os.makedirs(save_dir, exist_ok=True)
-            target = Path(save_dir) / "dict.txt"
-            if not target.exists():
-                Vocabulary.load(dict_path).save(target)
+        task._dict_path = dict_path
         return task
+
+    def begin_epoch(self, epoch, model):
+        """Training only: keep a copy of the dictionary beside the checkpoints (never on load)."""
+        super().begin_epoch(epoch, model)
+        copy_dictionary(getattr(self, "_dict_path", None), self.cfg.save_dir)
 
     @classmethod
     def for_inference(cls, cfg, task_state: Dict[str, Any]):

@@ -11,7 +11,7 @@ class _Block:
 sys.meta_path.insert(0, _Block())
 import bartsmiles.tasks, bartsmiles.pretraining, bartsmiles.cli
 from fairseq.tasks import TASK_REGISTRY
-assert "smiles_denoising" in TASK_REGISTRY and "smiles_property" in TASK_REGISTRY
+assert {"smiles_denoising", "smiles_property", "smiles_seq2seq"} <= set(TASK_REGISTRY)
 print("ok")
 """
 

@@ -1,0 +1,178 @@
+"""``bartsmiles-attribute``: explain a fine-tuned BARTSmiles model's predictions (or a neuron).
+
+    bartsmiles-attribute MODEL "O=[N+]([O-])c1ccccc1" "CCO" --out attr/
+    bartsmiles-attribute MODEL --csv molecules.csv --smiles-column smiles --target nitro --out attr/
+    bartsmiles-attribute PRETRAINED --neuron 17 --csv molecules.csv --out attr/
+
+Writes into ``--out``:
+
+* ``summary.csv`` -- per molecule: output, baseline output, sum of scores, convergence delta, converged;
+* ``atoms.csv`` -- per molecule and atom: the atom score;
+* ``tokens.csv`` -- per molecule and position (``<s>``, tokens, ``</s>``): the token score and its atoms;
+* ``substructures.csv`` -- per molecule: functional groups, BRICS fragments, scaffold / side chains
+  and ``--smarts`` patterns with their summed scores, ranked;
+* ``attributions.json`` -- all of the above per molecule;
+* ``images/mol_XXXX.png`` (or ``.svg``), ``grid.png`` and ``report.html`` (unless ``--no-images``);
+* ``errors.csv`` -- the inputs that could not be attributed (invalid or too long), with the reason.
+
+Exit status: 0 when at least one molecule was attributed, 2 for none / bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bartsmiles-attribute", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="fine-tuned checkpoint (.pt or folder); with --neuron also a pretrained model")
+    p.add_argument("smiles", nargs="*", help="SMILES to explain")
+    p.add_argument("--csv", help="CSV file with a SMILES column (instead of / besides positional SMILES)")
+    p.add_argument("--smiles-column", default="smiles", help="SMILES column of --csv (default: smiles)")
+    p.add_argument("--target", default="0", help="output index or task name (default 0)")
+    p.add_argument("--neuron", type=int, default=None, help="attribute pooled encoder feature K instead of an output")
+    p.add_argument("--pooling", default="mean", choices=("mean", "bos", "eos"), help="pooling of --neuron")
+    p.add_argument("--output", default="logit", choices=("logit", "prediction"),
+                   help="attribute the head's logit (default) or the prediction (probability / value)")
+    p.add_argument("--baseline", default="pad", choices=("pad", "mask", "eos"), help="IG baseline token")
+    p.add_argument("--n-steps", type=int, default=50, help="integration steps (default 50)")
+    p.add_argument("--method", default="gausslegendre", help="Captum integration method")
+    p.add_argument("--internal-batch-size", type=int, default=None, help="Captum internal batch size")
+    p.add_argument("--batch-size", type=int, default=16, help="molecules attributed together")
+    p.add_argument("--tolerance", type=float, default=0.05, help="relative convergence-delta tolerance")
+    p.add_argument("--on-delta", default="warn", choices=("warn", "raise", "ignore"),
+                   help="above the tolerance: warn (default), fail, or ignore")
+    p.add_argument("--smarts", action="append", default=[], metavar="NAME=SMARTS",
+                   help="extra substructure to score (repeatable)")
+    p.add_argument("--no-groups", action="store_true", help="skip the shipped functional-group library")
+    p.add_argument("--no-brics", action="store_true", help="skip BRICS fragments")
+    p.add_argument("--no-scaffold", action="store_true", help="skip the Murcko scaffold / side chains")
+    p.add_argument("--out", default="attribution", help="output folder (default ./attribution)")
+    p.add_argument("--format", default="png", choices=("png", "svg"), help="per-molecule image format")
+    p.add_argument("--style", default="atoms", choices=("atoms", "similarity"), help="image style")
+    p.add_argument("--no-images", action="store_true", help="write tables and JSON only")
+    return p
+
+
+def _inputs(args) -> list[str]:
+    smiles = list(args.smiles)
+    if args.csv:
+        import pandas as pd
+
+        frame = pd.read_csv(args.csv)
+        if args.smiles_column not in frame.columns:
+            raise SystemExit(f"bartsmiles-attribute: no column {args.smiles_column!r} in {args.csv} "
+                             f"(columns: {list(frame.columns)})")
+        smiles += ["" if pd.isna(s) else str(s) for s in frame[args.smiles_column]]
+    return smiles
+
+
+def _user_smarts(items: Sequence[str]) -> dict:
+    out = {}
+    for item in items:
+        name, sep, pattern = item.partition("=")
+        if not sep or not name or not pattern:
+            raise SystemExit(f"bartsmiles-attribute: --smarts wants NAME=SMARTS, got {item!r}")
+        out[name] = pattern
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import pandas as pd
+
+    from .integrated_gradients import Attributor, InvalidSmilesError, NeuronAttributor
+
+    args = build_parser().parse_args(argv)
+    smiles = _inputs(args)
+    if not smiles:
+        print("bartsmiles-attribute: no SMILES given (positional or --csv)", file=sys.stderr)
+        return 2
+    smarts = _user_smarts(args.smarts)
+    common = dict(baselines=args.baseline, n_steps=args.n_steps, method=args.method,
+                  internal_batch_size=args.internal_batch_size, batch_size=args.batch_size,
+                  tolerance=args.tolerance, on_delta=args.on_delta)
+    if args.neuron is not None:
+        attributor = NeuronAttributor(args.model, pooling=args.pooling)
+        run = lambda batch: attributor.attribute(batch, args.neuron, **common)  # noqa: E731
+    else:
+        attributor = Attributor(args.model, output=args.output)
+        target = int(args.target) if args.target.lstrip("-").isdigit() else args.target
+        run = lambda batch: attributor.attribute(batch, target, **common)  # noqa: E731
+
+    # check every input first: the bad ones are reported, the rest attributed
+    good, errors = [], []
+    for i, s in enumerate(smiles):
+        try:
+            attributor._prepare([s])
+            good.append(i)
+        except InvalidSmilesError as exc:
+            errors.append({"row": i, "smiles": s, "error": str(exc).replace("at index 0", f"at row {i}")})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if errors:
+        pd.DataFrame(errors).to_csv(out / "errors.csv", index=False)
+        for e in errors:
+            print(f"bartsmiles-attribute: skipped row {e['row']}: {e['error']}", file=sys.stderr)
+    if not good:
+        print("bartsmiles-attribute: no molecule could be attributed", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = run([smiles[i] for i in good])
+    for w in caught:
+        print(f"bartsmiles-attribute: warning: {w.message}", file=sys.stderr)
+
+    tables, summary, atoms, tokens, subs, records = [], [], [], [], [], []
+    for row, a in zip(good, results):
+        table = a.substructures(groups=not args.no_groups, brics=not args.no_brics,
+                                scaffold=not args.no_scaffold, smarts=smarts)
+        tables.append(table)
+        summary.append({"row": row, "smiles": a.smiles, "quantity": a.quantity, "output": a.output,
+                        "baseline_output": a.baseline_output, "total": a.total, "delta": a.delta,
+                        "converged": a.converged, "remainder": a.remainder})
+        af = a.atom_frame()
+        af.insert(0, "row", row)
+        af.insert(1, "smiles", a.smiles)
+        atoms.append(af)
+        tf = a.token_frame()
+        tf.insert(0, "row", row)
+        tokens.append(tf)
+        st = table.copy()
+        st.insert(0, "row", row)
+        st.insert(1, "smiles", a.smiles)
+        subs.append(st)
+        rec = a.to_dict()
+        rec["row"] = row
+        rec["substructures"] = json.loads(table.to_json(orient="records"))
+        records.append(rec)
+    pd.DataFrame(summary).to_csv(out / "summary.csv", index=False)
+    pd.concat(atoms).to_csv(out / "atoms.csv", index=False)
+    pd.concat(tokens).to_csv(out / "tokens.csv", index=False)
+    pd.concat(subs).to_csv(out / "substructures.csv", index=False)
+    (out / "attributions.json").write_text(json.dumps({"model": str(args.model), "molecules": records,
+                                                       "errors": errors}, indent=1))
+    if not args.no_images:
+        from .draw import draw_attribution, draw_grid, write_html_report
+
+        (out / "images").mkdir(exist_ok=True)
+        names = []
+        for row, a in zip(good, results):
+            name = f"images/mol_{row:04d}.{args.format}"
+            draw_attribution(a, out / name, fmt=args.format, style=args.style)
+            names.append(name)
+        draw_grid(results, out / "grid.png", style=args.style)
+        write_html_report(results, out / "report.html", tables=tables, style=args.style,
+                          images=names if args.format == "svg" else None)
+    print(f"bartsmiles-attribute: {len(results)} molecule(s) attributed, {len(errors)} skipped -> {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
