@@ -30,6 +30,7 @@ Smoke run (seconds, random-init tiny model, numbers meaningless)::
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import time
@@ -39,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MOSES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pretrain" / "moses" / "train.csv.gz"
+MOSES = Path(os.environ.get("BARTSMILES_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data") \
+    / "pretrain" / "moses" / "train.csv.gz"
 
 
 def read_moses(path: Path, limit: int) -> list[str]:

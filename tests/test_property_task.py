@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -178,7 +179,8 @@ def test_documented_fairseq_train_command_gives_the_same_validation_loss(smoke, 
     argv[argv.index("--user-dir") + 1] = user_dir
     argv[argv.index("--save-dir") + 1] = str(tmp_path / "cli")
     fairseq_train = Path(sys.executable).with_name("fairseq-train")
-    proc = subprocess.run([str(fairseq_train), *argv], capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    proc = subprocess.run([str(fairseq_train), *argv], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r'"valid_roc_auc"', proc.stderr + proc.stdout)
 
@@ -186,12 +188,14 @@ def test_documented_fairseq_train_command_gives_the_same_validation_loss(smoke, 
     valid = frame.iloc[Split.load(cfg.split).valid]
     api_ckpt, cli_ckpt = Path(result.save_dir) / "checkpoint_last.pt", tmp_path / "cli" / "checkpoint_last.pt"
     api_state, cli_state = torch.load(api_ckpt, map_location="cpu"), torch.load(cli_ckpt, map_location="cpu")
-    assert api_state["extra_state"]["val_loss"] == cli_state["extra_state"]["val_loss"]  # the validation AUC
+    # Same code path, same seed: the same model.  Equal up to float summation order only (thread
+    # scheduling of CPU kernels can reorder reductions between processes).
+    assert api_state["extra_state"]["val_loss"] == pytest.approx(cli_state["extra_state"]["val_loss"], abs=1e-4)
     for key, value in api_state["model"].items():
-        assert torch.equal(value, cli_state["model"][key]), key
+        assert torch.allclose(value, cli_state["model"][key], rtol=1e-4, atol=1e-5), key
     labels = valid[["task_a", "task_b"]].to_numpy()
     api_loss = _valid_loss(api_ckpt, valid["smiles"].tolist(), labels)
-    assert api_loss == _valid_loss(cli_ckpt, valid["smiles"].tolist(), labels)
+    assert api_loss == pytest.approx(_valid_loss(cli_ckpt, valid["smiles"].tolist(), labels), rel=1e-4)
     assert np.isfinite(api_loss) and api_loss > 0
 
 
