@@ -53,16 +53,10 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import json
 import logging
 import os
-import shutil
-import tarfile
-import tempfile
 import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from .chem import InvalidSmilesError, parse_smiles
+from .download import _TRANSFORMS, ChecksumError, DownloadError, download_verified, sha256_file
 
 __all__ = [
     "DatasetSpec",
@@ -92,7 +87,6 @@ logger = logging.getLogger(__name__)
 
 _REGISTRY_PATH = Path(__file__).with_name("resources") / "datasets.json"
 _PROPERTY_TASKS = ("classification", "regression")
-_TRANSFORMS = ("crlf_to_lf", "drop_blank_lines", "gzip")
 
 
 @dataclass(frozen=True)
@@ -121,14 +115,6 @@ class DatasetSpec:
     def is_property_dataset(self) -> bool:
         """True for classification/regression sets that :func:`load_dataset` can load."""
         return self.task_type in _PROPERTY_TASKS
-
-
-class ChecksumError(ValueError):
-    """A downloaded file does not have the expected sha256."""
-
-
-class DownloadError(FileNotFoundError):
-    """A data file was found nowhere and could not be downloaded."""
 
 
 class MissingColumnError(KeyError):
@@ -256,7 +242,7 @@ def locate(
         )
     target = cache / spec.subdir / spec.filename if spec.subdir else cache / spec.filename
     try:
-        _download(spec, target)
+        download_verified(spec, target)
     except urllib.error.URLError as exc:  # HTTPError included
         listing = "\n  ".join(str(p) for p in searched)
         raise DownloadError(
@@ -265,96 +251,6 @@ def locate(
             f"data_dir (--data-dir), or set $BARTSMILES_DATA. Searched:\n  {listing}"
         ) from exc
     return target
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _extract_member(archive: Path, member: str, out: Path, url: str) -> None:
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
-            if member not in names:
-                raise FileNotFoundError(f"{member!r} is not in the archive downloaded from {url}")
-            with zf.open(member) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        return
-    with tarfile.open(archive) as tf:  # sdists put everything under one top folder
-        hits = [m for m in tf.getmembers() if m.isfile() and (m.name == member or m.name.split("/", 1)[-1] == member)]
-        if len(hits) != 1:
-            raise FileNotFoundError(f"{member!r} is not (exactly once) in the archive downloaded from {url}")
-        src = tf.extractfile(hits[0])
-        assert src is not None
-        with src, open(out, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-
-
-def _apply_transform(step: str, path: Path) -> None:
-    data = path.read_bytes()
-    if step == "crlf_to_lf":
-        data = data.replace(b"\r\n", b"\n")
-    elif step == "drop_blank_lines":
-        data = b"".join(line for line in data.splitlines(keepends=True) if line.strip(b"\r\n"))
-    elif step == "gzip":
-        data = gzip.compress(data, compresslevel=9, mtime=0)
-    path.write_bytes(data)
-
-
-def _download(spec: DatasetSpec, target: Path) -> None:
-    """Fetch ``spec.url``, verify, transform, verify, and atomically place at ``target``."""
-    if not spec.url:
-        raise FileNotFoundError(f"dataset {spec.name!r} has no download url; place {spec.filename} in a data folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temps: list[Path] = []
-
-    def temp(suffix: str) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=suffix, dir=target.parent)
-        os.close(fd)
-        temps.append(Path(name))
-        return temps[-1]
-
-    try:
-        fetched = temp(".part")
-        logger.info("downloading %s (%s) from %s", spec.name, spec.filename, spec.url)
-        with urllib.request.urlopen(spec.url, timeout=60) as resp, open(fetched, "wb") as out:
-            shutil.copyfileobj(resp, out)
-        expected = spec.url_sha256 or spec.sha256
-        actual = sha256_file(fetched)
-        if actual != expected:
-            raise ChecksumError(
-                f"checksum mismatch for {spec.filename} (dataset {spec.name!r}) downloaded from {spec.url}: "
-                f"expected sha256 {expected}, got {actual}; the download was deleted"
-            )
-        result = fetched
-        if spec.archive_member:
-            result = temp(".member")
-            _extract_member(fetched, spec.archive_member, result, spec.url)
-        for step in spec.transform:
-            _apply_transform(step, result)
-        if "gzip" in spec.transform:  # our gzip bytes differ from the stored file's: compare content
-            with gzip.open(result, "rb") as fh:
-                got = hashlib.sha256(fh.read()).hexdigest()
-            want, what = spec.content_sha256 or "", "decompressed-content sha256"
-        else:
-            got, want, what = sha256_file(result), spec.sha256, "sha256"
-        if got != want:
-            raise ChecksumError(
-                f"checksum mismatch for {spec.filename} (dataset {spec.name!r}) built from {spec.url}: "
-                f"expected {what} {want}, got {got}; nothing was stored"
-            )
-        os.replace(result, target)
-    finally:
-        for path in temps:
-            path.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- loading
 
 
 @dataclass
