@@ -37,109 +37,149 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
     return train, valid
 
 
-def plot(train: list[dict], valid: list[dict], out: Path) -> None:
+def plot(phases: list[dict], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    if train:
-        ax.plot([int(r["num_updates"]) for r in train], [float(r["loss"]) for r in train],
-                label="train (running mean per log interval)", color="#999999", lw=1)
-    if valid:
-        ax.plot([int(r["valid_num_updates"]) for r in valid], [float(r["valid_loss"]) for r in valid],
-                "o-", label="validation (MOSES test, 2,000 molecules)", color="#1f77b4")
-    ax.set_xlabel("updates")
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
+    colors = ["#d62728", "#1f77b4", "#2ca02c"]
+    for k, ph in enumerate(phases):
+        off, c = ph["offset"], colors[k % len(colors)]
+        ax.plot([off + int(r["num_updates"]) for r in ph["train"]], [float(r["loss"]) for r in ph["train"]],
+                color=c, alpha=0.35, lw=1, label=f"train, {ph['label']}")
+        if ph["valid"]:
+            ax.plot([off + int(r["valid_num_updates"]) for r in ph["valid"]], [float(r["valid_loss"]) for r in ph["valid"]],
+                    "o-", color=c, label=f"validation, {ph['label']}")
+        if k:
+            ax.axvline(off, color="#777777", ls=":", lw=1)
+    ax.set_xlabel("updates (cumulative)")
     ax.set_ylabel("denoising cross-entropy (bits/token)")
+    ax.set_yscale("log")
     ax.set_title("bartsmiles_small pretraining")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--log", required=True, help="fairseq --log-file of the pretraining run")
+    ap.add_argument("--phase", action="append", required=True, metavar="LABEL|LOG|HARDWARE|COMMAND",
+                    help="one training phase, in order: a label, fairseq's --log-file, the hardware in words, the command")
     ap.add_argument("--model", default="pretrained", help="exported model folder")
     ap.add_argument("--denoising", required=True, help="JSON from benchmarks/denoising_quality.py")
     ap.add_argument("--encode", default="benchmarks/results/encode_throughput.json", help="JSON from benchmarks/encode_throughput.py")
-    ap.add_argument("--hardware", required=True, help="where the run happened, in words")
-    ap.add_argument("--command", required=True, help="the pretraining command that was run")
-    ap.add_argument("--corpus", default="MOSES train (1,584,663 SMILES) + the molecules of the USPTO-50k training reactions (108,436 SMILES): 1,693,099 SMILES, 59.6M tokens; validation: the first 2,000 SMILES of MOSES test")
+    ap.add_argument("--corpus", default="MOSES train (1,584,663 SMILES) plus the molecules of the USPTO-50k training reactions (108,436 SMILES): 1,693,099 SMILES, 59.6M tokens")
     args = ap.parse_args()
 
     from bartsmiles.checkpoint import read_metadata
 
     model_dir = Path(args.model)
     meta = read_metadata(model_dir / "model.pt")
-    train, valid = read_log(Path(args.log))
-    if not train:
-        raise SystemExit(f"{args.log}: no train_inner records")
-    last = train[-1]
-    updates = int(last["num_updates"])
-    wall = float(last["wall"])
-    # tokens seen: each log interval covers (num_updates delta) updates of ~wpb tokens
-    tokens, prev = 0.0, 0
-    for r in train:
-        n = int(r["num_updates"])
-        tokens += (n - prev) * float(r["wpb"])
-        prev = n
+    phases, offset = [], 0
+    for spec in args.phase:
+        label, log, hardware, command = spec.split("|", 3)
+        train, valid = read_log(Path(log))
+        if not train:
+            raise SystemExit(f"{log}: no training records")
+        tokens, prev = 0.0, 0
+        for r in train:
+            n = int(r["num_updates"])
+            tokens += (n - prev) * float(r["wpb"])
+            prev = n
+        final = max([prev] + [int(r["valid_num_updates"]) for r in valid])  # updates after the last log line
+        tokens += (final - prev) * float(train[-1]["wpb"])
+        prev = final
+        wps = sorted(float(r["wps"]) for r in train)
+        phases.append(dict(label=label, log=log, hardware=hardware, command=command, train=train, valid=valid,
+                           offset=offset, updates=prev, tokens=tokens, wall=float(train[-1]["wall"]),
+                           wps_median=wps[len(wps) // 2]))
+        offset += prev
     png = model_dir / "pretraining_loss.png"
-    plot(train, valid, png)
+    plot(phases, png)
     dq = json.loads(Path(args.denoising).read_text())
     enc = json.loads(Path(args.encode).read_text()) if Path(args.encode).is_file() else None
+    total_updates = sum(p["updates"] for p in phases)
+    total_tokens = sum(p["tokens"] for p in phases)
+    last_valid = next((p["valid"][-1] for p in reversed(phases) if p["valid"]), None)
 
-    rows = []
-    for name, res in dq["results"].items():
-        rows.append(f"| {name} | {res['molecules']} | {res['masked_token_accuracy']:.3f} | "
-                    f"{res['valid_fraction']:.3f} | {res['exact_match_fraction']:.3f} |")
-    arch = meta.get("arch")
-    dims = meta.get("architecture") or {}
+    phase_rows = [
+        f"| {p['label']} | {p['hardware']} | {p['updates']} | {p['tokens']/1e6:.1f}M | {p['wall']/60:.1f} min | "
+        f"{p['wps_median']:,.0f} | {float(p['valid'][-1]['valid_loss']):.3f} |" if p["valid"] else
+        f"| {p['label']} | {p['hardware']} | {p['updates']} | {p['tokens']/1e6:.1f}M | {p['wall']/60:.1f} min | {p['wps_median']:,.0f} | n/a |"
+        for p in phases
+    ]
+    dq_rows = [
+        f"| {name} | {res['molecules']} | {res['masked_token_accuracy']:.3f} | {res['valid_fraction']:.3f} | {res['exact_match_fraction']:.3f} |"
+        for name, res in dq["results"].items()
+    ]
+    arch, dims = meta.get("arch"), meta.get("architecture") or {}
     lines = [
-        f"# Model card: `{arch}` (shipped default)",
+        f"# Model card: `{arch}`, the shipped default",
         "",
-        "A BART denoising autoencoder over SMILES, trained by `bartsmiles pretrain` (fairseq).",
-        "It is the starting point for fine-tuning. It is small on purpose, so that fine-tuning runs on a",
-        "laptop CPU, and it was trained briefly: see *Limits*.",
+        "This is a BART denoising autoencoder over SMILES, trained with fairseq through `bartsmiles pretrain`.",
+        "It is the starting point for fine-tuning. It is small on purpose, so that fine-tuning runs on a laptop",
+        "CPU, and it was trained only briefly (see *Limits*). Every number below was read from the run's own logs",
+        "by `scripts/make_model_card.py`; both logs are kept in `benchmarks/results/pretraining_logs/`.",
         "",
         "## Architecture and files",
-        f"- Shape: {dims}",
-        f"- Tokenizer: {meta.get('tokenizer')} (atom-level SMILES regex); vocabulary `dict.txt`, {len(meta.get('vocabulary') or [])} symbols plus 4 specials and `<mask>`",
-        f"- `model.pt`: fp16 weights, no optimizer state; loads with `bartsmiles.load_pretrained()` (weights-only, allowlisted)",
+        f"- Shape: {dims.get('encoder_layers')}+{dims.get('decoder_layers')} layers, d={dims.get('dim')}, {dims.get('heads')} heads, FFN {dims.get('ffn')}, {dims.get('positions')} positions; about 7.7M parameters",
+        f"- Tokenizer: {meta.get('tokenizer')}, the atom-level SMILES regex",
+        f"- Vocabulary: `dict.txt`, {len(meta.get('vocabulary') or [])} symbols plus 4 specials and `<mask>`. It covers MOSES, every MoleculeNet file and USPTO-50k train",
+        "- `model.pt`: fp16 weights, no optimizer state, with a `bartsmiles` metadata entry",
+        "- Load it with `bartsmiles.load_pretrained()`, which uses torch's weights-only loader with an allowlist",
         f"- Versions at export: {meta.get('versions')}",
         "",
         "## Training",
-        f"- Corpus: {args.corpus}.",
-        "- Objective: BART text infilling: 30% of the tokens are masked in Poisson(λ=3) spans, with one `<mask>` per span and 10% of the masks replaced by random tokens. There is no rotation or permutation.",
-        f"- Updates: {updates}; tokens seen: {tokens/1e6:.1f}M ({tokens/59.6e6:.2f} epochs); wall time: {wall/60:.0f} min",
-        f"- Hardware: {args.hardware}",
-        f"- Command: `{args.command}`",
-        f"- Final logged train loss: {float(last['loss']):.3f} bits/token; last validation loss: "
-        + (f"{float(valid[-1]['valid_loss']):.3f} (update {valid[-1]['valid_num_updates']})" if valid else "n/a"),
+        f"- Corpus: {args.corpus}. Validation: the first SMILES of MOSES test (10,000 in the GPU phase, 2,000 in the CPU phase).",
+        "- Objective: BART text infilling.",
+        "  - 30% of the tokens are masked, in spans with Poisson(λ=3) lengths.",
+        "  - Each span becomes one `<mask>`, and 10% of the masks are random tokens instead.",
+        "  - There is no rotation or permutation.",
+        f"- In all: {total_updates} updates, {total_tokens/1e6:.1f}M tokens, or {total_tokens/59.6e6:.2f} of an epoch.",
+        "- Seeds: 1 for the GPU phase, 2 for the CPU phase.",
         "",
-        f"![validation loss]({png.name})",
+        "| phase | hardware | updates | tokens | train wall time | median tokens/s | last validation loss (bits/token) |",
+        "|---|---|---|---|---|---|---|",
+        *phase_rows,
+        "",
+        "Commands:",
+        *[f"- {p['label']}: `{p['command']}`" for p in phases],
+        "",
+        f"![pretraining loss]({png.name})",
         "",
         "## Denoising quality (measured)",
-        f"{dq['noise']}; decoding: {dq['decoding']}; seed {dq['seed']}; machine: {dq['machine']}; command: `{dq['command']}`.",
+        f"- Noise: {dq['noise']}.",
+        f"- Decoding: {dq['decoding']}.",
+        f"- Seed {dq['seed']}, molecules drawn at random from each test file.",
+        f"- Machine: {dq['machine']}.",
+        f"- Command: `{dq['command']}`.",
         "",
         "| test set | molecules | masked-token accuracy (teacher-forced) | valid SMILES (greedy reconstruction) | exact match |",
         "|---|---|---|---|---|",
-        *rows,
+        *dq_rows,
         "",
     ]
     if enc:
+        rate = enc.get("molecules_per_second") or enc.get("mol_per_s")
         lines += [
             "## Feature extraction speed",
-            f"- `encode()` on {enc.get('n')} MOSES molecules: {enc.get('molecules_per_second', enc.get('mol_per_s'))} molecules/s ({enc.get('machine')}; command `{enc.get('command')}`)",
+            f"- `encode()` on {enc.get('n')} MOSES molecules: {rate} molecules/s.",
+            f"- Machine: {enc.get('machine')}.",
+            f"- Command: `{enc.get('command')}`.",
             "",
         ]
     lines += [
         "## Limits",
-        "- The GPU run of this session (985 updates, ~63M tokens, on an H200) lost its checkpoint when the process hung at exit. This model was trained on 2 shared CPU cores instead, so it has seen only a fraction of one epoch.",
-        "- Expect fine-tuning to gain less from it than from a fully pretrained model. Retraining with `scripts/device/pretrain.sh` on a GPU (about 400k tokens/s measured) is the way to improve it.",
-        "- The positions beyond the longest pretraining SMILES (MOSES is under about 60 tokens) were rarely trained. Longer molecules (up to 128 tokens) rely on fine-tuning.",
+        "- **Little training.** The model has seen well under one epoch of its corpus.",
+        "  - This session's first GPU run (985 updates, about 63M tokens, validation loss 0.337) lost its checkpoint: the process hung at exit and the lease ended.",
+        "  - The shipped weights come from a second, 70-second GPU run, continued on 2 shared CPU cores.",
+        "  - Expect fine-tuning to gain less from this model than from a fully pretrained one.",
+        "  - To improve it, run `scripts/device/pretrain.sh` on a GPU for longer (about 400k tokens/s on an H200) and re-export.",
+        "- **Reconstruction is weak.** Greedy reconstruction of whole molecules rarely gives valid SMILES yet; the masked-token accuracy shows what the encoder has learnt.",
+        "- **Positions past about 60 tokens were rarely trained,** because MOSES SMILES are short. Longer molecules, up to 128 tokens, depend on fine-tuning.",
         "",
     ]
     (model_dir / "MODEL_CARD.md").write_text("\n".join(lines))
