@@ -29,6 +29,7 @@ else
   echo "setup: [2/4] fairseq already installed"
 fi
 echo "setup: [3/4] fairseq's own needs, without torchaudio"
+echo "       (pip may print 'ERROR: ... fairseq-fixed requires torchaudio': expected, torchaudio is left out on purpose)"
 "${PIP[@]}" "hydra-core==1.3.2" "omegaconf==2.3.0" bitarray regex sacrebleu cffi packaging
 echo "setup: [4/4] bartsmiles (editable) and its needs"
 # --no-deps for the project itself would skip its needs; instead we install the needs from
