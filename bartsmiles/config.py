@@ -11,8 +11,24 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 
-def _help(text: str, **kw):
+def help_field(text: str, **kw):
+    """A dataclass field carrying its command-line help text (read by the CLI)."""
     return field(metadata={"help": text}, **kw)
+
+
+_help = help_field
+
+
+def runtime_args(*, precision: str, cpu: Optional[bool], log_file: str) -> list[str]:
+    """The fairseq-train flags for numeric precision, device and log file, shared by every config."""
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
+    args = {"fp16": ["--fp16"], "bf16": ["--bf16"], "fp32": []}[precision]
+    if cpu:
+        args = args + ["--cpu"]
+    if log_file:
+        args = args + ["--log-file", log_file]
+    return args
 
 
 @dataclass
@@ -57,8 +73,6 @@ def pretrain_args(cfg: PretrainConfig, user_dir: Optional[str] = None) -> list[s
     """The ``fairseq-train`` argument list for ``cfg`` (without the program name)."""
     if not cfg.data:
         raise ValueError("PretrainConfig.data is empty: give the binarized data folder")
-    if cfg.precision not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"precision must be fp32, fp16 or bf16, got {cfg.precision!r}")
     if user_dir is None:
         from bartsmiles.tasks import USER_DIR as user_dir  # plugin path; the plugin is already importable
     args = [
@@ -100,14 +114,7 @@ def pretrain_args(cfg: PretrainConfig, user_dir: Optional[str] = None) -> list[s
         args += ["--stop-time-hours", str(cfg.stop_time_hours)]
     if cfg.validate_interval_updates:
         args += ["--validate-interval-updates", str(cfg.validate_interval_updates)]
-    if cfg.precision == "fp16":
-        args += ["--fp16"]
-    elif cfg.precision == "bf16":
-        args += ["--bf16"]
-    if cfg.cpu:
-        args += ["--cpu"]
-    if cfg.log_file:
-        args += ["--log-file", cfg.log_file]
+    args += runtime_args(precision=cfg.precision, cpu=cfg.cpu, log_file=cfg.log_file)
     if cfg.restore_file:
         args += ["--restore-file", cfg.restore_file]
     if cfg.reset_optimizer:

@@ -30,11 +30,13 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from .config import help_field as _help, runtime_args
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ SHAPE_FIELDS = (
 SPLIT_KINDS = ("scaffold", "random")
 
 
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
 
 
 class FinetuneError(ValueError):
@@ -220,14 +220,7 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
     if cfg.pretrained:
         args += ["--restore-file", cfg.pretrained,
                  "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler"]
-    if cfg.cpu:
-        args += ["--cpu"]
-    if cfg.precision == "fp16":
-        args += ["--fp16"]
-    elif cfg.precision == "bf16":
-        args += ["--bf16"]
-    if cfg.log_file:
-        args += ["--log-file", cfg.log_file]
+    args += runtime_args(precision=cfg.precision, cpu=cfg.cpu, log_file=cfg.log_file)
     args += list(cfg.extra_args)
     return args
 
@@ -244,16 +237,46 @@ def _load_state(path: str | os.PathLike) -> dict:
 
 def pretrained_model_args(path: str | os.PathLike) -> tuple[str, list[str]]:
     """(arch, explicit shape flags) of a pretrained fairseq checkpoint."""
-    state = _load_state(path)
-    model_cfg = state["cfg"]["model"] if state.get("cfg") is not None else vars(state["args"])
-    get = (lambda k: model_cfg.get(k)) if hasattr(model_cfg, "get") else (lambda k: getattr(model_cfg, k, None))
-    arch = get("arch") or get("_name")
+    from .checkpoint import config_value, model_config
+
+    model_cfg = model_config(_load_state(path))
+    arch = config_value(model_cfg, "arch") or config_value(model_cfg, "_name")
     flags: list[str] = []
     for name in SHAPE_FIELDS:
-        value = get(name)
+        value = config_value(model_cfg, name)
         if value is not None:
             flags += ["--" + name.replace("_", "-"), str(value)]
     return str(arch), flags
+
+
+def resolve_model(pretrained: str, arch: str, model_args: Sequence[str], cpu: Optional[bool]) -> dict:
+    """Config changes that make the model match ``pretrained`` and pick the device.
+
+    The architecture and shape flags are read from the pretrained checkpoint (a different
+    ``arch`` would fail to load, so the checkpoint wins with a warning); without a checkpoint the
+    default is ``bartsmiles_small``.  ``cpu=None`` becomes "CPU exactly when no GPU is visible".
+    Shared by property fine-tuning and seq2seq.
+    """
+    changes: dict = {}
+    if pretrained:
+        if not Path(pretrained).is_file():
+            raise FileNotFoundError(
+                f"pretrained checkpoint not found: {pretrained} (fairseq would silently train from scratch)"
+            )
+        found, flags = pretrained_model_args(pretrained)
+        if arch and arch != found:
+            logger.warning("arch %s given, but %s was pretrained as %s: using the checkpoint's shape",
+                           arch, pretrained, found)
+        changes["arch"] = found
+        if not model_args:
+            changes["model_args"] = tuple(flags)
+    elif not arch:
+        changes["arch"] = "bartsmiles_small"
+    if cpu is None:
+        import torch
+
+        changes["cpu"] = not torch.cuda.is_available()
+    return changes
 
 
 class PropertyPredictor:
@@ -347,28 +370,11 @@ def resolve_config(cfg: FinetuneConfig) -> FinetuneConfig:
         changes["task_type"] = cfg.task_type or spec.task_type
         if not cfg.metric and spec.metric in ("roc_auc", "prc_auc", "rmse"):
             changes["metric"] = spec.metric
-    if cfg.pretrained:
-        if not Path(cfg.pretrained).is_file():
-            raise FileNotFoundError(
-                f"pretrained checkpoint not found: {cfg.pretrained} (fairseq would silently train from scratch)"
-            )
-        arch, flags = pretrained_model_args(cfg.pretrained)
-        if cfg.arch and cfg.arch != arch:
-            logger.warning("arch %s given, but %s was pretrained as %s: using the checkpoint's shape",
-                           cfg.arch, cfg.pretrained, arch)
-        changes["arch"] = arch
-        if not cfg.model_args:
-            changes["model_args"] = tuple(flags)
-        if not cfg.dict:
-            beside = Path(cfg.pretrained).with_name("dict.txt")
-            if beside.is_file():
-                changes["dict"] = str(beside)
-    elif not cfg.arch:
-        changes["arch"] = "bartsmiles_small"
-    if cfg.cpu is None:
-        import torch
-
-        changes["cpu"] = not torch.cuda.is_available()
+    changes.update(resolve_model(cfg.pretrained, cfg.arch, cfg.model_args, cfg.cpu))
+    if cfg.pretrained and not cfg.dict:
+        beside = Path(cfg.pretrained).with_name("dict.txt")
+        if beside.is_file():
+            changes["dict"] = str(beside)
     return dataclasses.replace(cfg, **changes)
 
 

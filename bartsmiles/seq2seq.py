@@ -59,9 +59,11 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
+
+from .config import help_field as _help, runtime_args
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +71,6 @@ CRITERIA = ("label_smoothed_cross_entropy", "cross_entropy")
 AGGREGATES = ("prob", "rank")
 
 
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
 
 
 class Seq2SeqError(ValueError):
@@ -209,36 +209,15 @@ def seq2seq_args(cfg: Seq2SeqConfig, n_train: int, user_dir: Optional[str] = Non
     if cfg.pretrained:
         args += ["--restore-file", cfg.pretrained,
                  "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler"]
-    if cfg.cpu:
-        args += ["--cpu"]
-    if cfg.precision == "fp16":
-        args += ["--fp16"]
-    elif cfg.precision == "bf16":
-        args += ["--bf16"]
-    if cfg.log_file:
-        args += ["--log-file", cfg.log_file]
+    args += runtime_args(precision=cfg.precision, cpu=cfg.cpu, log_file=cfg.log_file)
     return args + list(cfg.extra_args)
 
 
 def resolve_config(cfg: Seq2SeqConfig) -> Seq2SeqConfig:
     """Architecture and shape flags from the pretrained checkpoint; ``cpu`` when no GPU."""
-    changes: dict = {}
-    if cfg.pretrained:
-        if not Path(cfg.pretrained).is_file():
-            raise FileNotFoundError(f"pretrained checkpoint not found: {cfg.pretrained}")
-        from .finetuning import pretrained_model_args
+    from .finetuning import resolve_model
 
-        arch, flags = pretrained_model_args(cfg.pretrained)
-        if not cfg.arch:
-            changes["arch"] = arch
-        if not cfg.model_args:
-            changes["model_args"] = tuple(flags)
-    elif not cfg.arch:
-        changes["arch"] = "bartsmiles_small"
-    if cfg.cpu is None:
-        import torch
-
-        changes["cpu"] = not torch.cuda.is_available()
+    changes = resolve_model(cfg.pretrained, cfg.arch, cfg.model_args, cfg.cpu)
     return dataclasses.replace(cfg, **changes)
 
 

@@ -19,7 +19,6 @@ from .encoding import encode_many
 from .splits import make_split
 from .vocab import Vocabulary
 
-SHIPPED_DICT = Path(__file__).resolve().parent.parent / "pretrained" / "dict.txt"
 MAX_POSITIONS = 128
 
 
@@ -27,14 +26,11 @@ def shipped_vocabulary() -> Vocabulary:
     """The vocabulary of the shipped model (``bartsmiles/pretrained/dict.txt``)."""
     from importlib import resources
 
-    try:
-        path = resources.files("bartsmiles.pretrained") / "dict.txt"
-        return Vocabulary.load(str(path))
-    except (ModuleNotFoundError, FileNotFoundError):
-        return Vocabulary.load(SHIPPED_DICT)
+    return Vocabulary.load(str(resources.files("bartsmiles.pretrained") / "dict.txt"))
 
 
-def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 0) -> dict:
+def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 0):
+    """``(summary dict, Split, MolDataset)`` for a registered dataset."""
     t0 = time.perf_counter()
     ds = load_dataset(name, data_dir)
     vocab = shipped_vocabulary()
@@ -49,7 +45,7 @@ def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 
             parts[part] = {"n": len(idx), "positive_fraction": round(balance, 3)}
         else:
             parts[part] = {"n": len(idx), "mean": round(float(np.nanmean(lab)), 3), "std": round(float(np.nanstd(lab)), 3)}
-    return {
+    summary = {
         "dataset": name,
         "rows_kept": len(ds),
         "invalid_rows": [r.row for r in ds.invalid],
@@ -65,14 +61,12 @@ def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 
         },
         "split": {"kind": sp.kind, "seed": sp.seed, "checksum": sp.checksum()[:16], **parts},
         "seconds": round(time.perf_counter() - t0, 1),
-        "_split_obj": sp,
-        "_dataset": ds,
     }
+    return summary, sp, ds
 
 
 def run_summary(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 0, out=None) -> int:
-    s = summarize(name, data_dir, split=split, seed=seed)
-    sp, ds = s.pop("_split_obj"), s.pop("_dataset")
+    s, sp, ds = summarize(name, data_dir, split=split, seed=seed)
     out_dir = Path(out) if out else Path("runs") / f"{name}_{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     sp.save(out_dir / "split.json")
