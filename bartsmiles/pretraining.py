@@ -97,6 +97,13 @@ def pretrain(cfg: PretrainConfig, *, dry_run: bool = False) -> list[str]:
     argv = pretrain_args(cfg)
     if dry_run:
         return argv
+    for folder in cfg.data.split(os.pathsep):
+        if not (Path(folder) / "dict.txt").is_file():
+            what = "has no dict.txt" if Path(folder).is_dir() else "does not exist"
+            raise FileNotFoundError(
+                f"data folder {folder!r} {what}: make one with `bartsmiles preprocess --train ... --valid ... "
+                f"--vocab pretrained/dict.txt --dest {folder}`"
+            )
     Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
     if cfg.world_size > 1 and cfg.cpu:
         launch_cpu_workers(argv, cfg.world_size, log_dir=os.path.join(cfg.save_dir, "logs"))

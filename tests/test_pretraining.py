@@ -606,3 +606,12 @@ def test_checkpoint_allowlist(tmp_path):
 
 class _NotAllowed:
     pass
+
+
+def test_missing_data_folder_is_named_with_the_way_to_make_it(tmp_path, capsys):
+    from bartsmiles.cli import main
+
+    missing = tmp_path / "no-such-data"
+    assert main(["pretrain", "--data", str(missing), "--cpu", "--save-dir", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err and "bartsmiles preprocess" in err
