@@ -11,6 +11,13 @@ Models
 ``bartsmiles_random_init``
     The same fine-tuning with no pretrained weights. When a pretrained model is given its
     shape (arch and sizes) and dictionary are used, so the two differ only in the weights.
+``bartsmiles_frozen``
+    :mod:`bartsmiles.frozen`: a linear head (C chosen on validation) on the pretrained model's
+    frozen, mean-pooled encoder features. Deterministic given the model: the seed only seeds
+    the head's solver.
+``bartsmiles_frozen_random_init``
+    The same head on a randomly initialized encoder of the same shape and dictionary (the
+    run's seed initializes it): the control that measures what pretraining put in.
 ``chemprop``
     Only recorded: ``not_installed`` when ``import chemprop`` fails, otherwise
     ``not_supported`` (this runner does not drive chemprop yet; PEERS.md has its numbers).
@@ -72,9 +79,11 @@ __all__ = ["MODELS", "BenchmarkConfig", "run_benchmark", "run_one", "summarize",
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("ecfp4_rf", "bartsmiles", "bartsmiles_random_init", "chemprop")
+MODELS = ("ecfp4_rf", "bartsmiles", "bartsmiles_random_init", "bartsmiles_frozen",
+          "bartsmiles_frozen_random_init", "chemprop")
 RESULTS_SCHEMA = 1
 _FINETUNE_MODELS = ("bartsmiles", "bartsmiles_random_init")
+_FROZEN_MODELS = ("bartsmiles_frozen", "bartsmiles_frozen_random_init")
 
 
 @dataclass
@@ -171,6 +180,29 @@ def _run_forest(spec: dict) -> dict:
     return out
 
 
+def _run_frozen(spec: dict) -> dict:
+    from .api import load_pretrained
+    from .datasets import get_spec, load_dataset
+    from .frozen import run_frozen
+    from .property_model import untrained_like
+    from .splits import make_split
+
+    source = _pretrained_file(str((spec.get("finetune") or {}).get("pretrained", "") or ""))
+    if not source:
+        raise ValueError(f"model {spec['model']!r} needs a pretrained checkpoint (--model PATH)")
+    dataset = load_dataset(spec["dataset"], spec.get("data_dir") or None)
+    split = make_split(spec["split"], dataset.smiles, seed=spec["seed"])
+    with tempfile.TemporaryDirectory(prefix="frozen-") as tmp:
+        path = source
+        if spec["model"] == "bartsmiles_frozen_random_init":
+            path = untrained_like(source, Path(tmp) / "model.pt", seed=spec["seed"])
+        model = load_pretrained(path)
+        out = run_frozen(dataset, split, spec["seed"], model, metric=get_spec(spec["dataset"]).metric)
+    out["settings"].update(pretrained=source, random_init=spec["model"].endswith("random_init"))
+    out.update(split_checksum=split.checksum(), n_invalid=len(dataset.invalid))
+    return out
+
+
 def _run_finetune(spec: dict) -> dict:
     from .finetuning import FinetuneConfig, finetune, pretrained_model_args
     from .splits import Split
@@ -187,6 +219,7 @@ def _run_finetune(spec: dict) -> dict:
     for key in ("target_columns", "model_args", "adam_betas", "extra_args"):
         if key in cfg_kw and isinstance(cfg_kw[key], list):
             cfg_kw[key] = tuple(cfg_kw[key])
+    cfg_kw.setdefault("progress", False)  # each run logs to its own file
     cfg_kw.update(data=spec["dataset"], data_dir=spec.get("data_dir") or "", split=spec["split"],
                   split_seed=spec["seed"], seed=spec["seed"], save_dir=str(save_dir))
     if spec["model"] == "bartsmiles":
@@ -236,6 +269,8 @@ def run_one(spec: dict) -> dict:
             record.update(_run_forest(spec))
         elif spec["model"] in _FINETUNE_MODELS:
             record.update(_run_finetune(spec))
+        elif spec["model"] in _FROZEN_MODELS:
+            record.update(_run_frozen(spec))
         elif spec["model"] == "chemprop":
             try:
                 import chemprop  # noqa: F401

@@ -45,9 +45,13 @@ def _config_from_args(cls, args, extra: Sequence[str]):
 
 
 def _cmd_run(args) -> int:
-    from .summary import run_summary
+    from .mainjob import MainJobConfig, run_main_job
 
-    return run_summary(args.dataset, data_dir=args.data_dir, split=args.split, seed=args.seed, out=args.out)
+    run_main_job(MainJobConfig(dataset=args.dataset, data_dir=args.data_dir or "", split=args.split, seed=args.seed,
+                               out=args.out or "", model=args.model or "", finetune=args.finetune,
+                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rf_trees=args.rf_trees,
+                               progress=not args.no_progress))
+    return 0
 
 
 def _cmd_user_dir(args) -> int:
@@ -153,7 +157,7 @@ def _cmd_benchmark(args) -> int:
         work_dir=args.work_dir, isolate=False if args.no_isolate else None,
         resume=False if args.no_resume else None, keep_checkpoints=True if args.keep_checkpoints else None,
         finetune=finetune)
-    results = run_benchmark(cfg, command=sys.argv)
+    results = run_benchmark(cfg, command=args.command_line.split(" "))
     table = summarize(results["runs"])
     print(json.dumps({f"{d}/{s}/{m}": {k: v[k] for k in ("metric", "mean", "std", "n", "wall_s_per_run")}
                       for (d, s, m), v in table.items()}, indent=2))
@@ -168,7 +172,7 @@ def _cmd_probe(args) -> int:
     cfg = ProbeConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir or "", split=args.split,
                       seed=args.seed, c_exponents=tuple(args.c_exponents), target=args.target,
                       tolerance=args.tolerance, standardize=not args.no_standardize, pooling=args.pooling,
-                      batch_size=args.batch_size, out=args.out)
+                      batch_size=args.batch_size, out=args.out, random_init=args.random_init)
     report = run_probe(cfg)
     print(json.dumps({"out": report["outputs"], "chosen": report["chosen"]}, indent=2))
     return 0
@@ -203,24 +207,59 @@ def _cmd_benchmark_retro(args) -> int:
         data = str(locate("uspto50k_train").parent)
     t0 = time.perf_counter()
     if args.train:
+        extra = ("--stop-time-hours", str(args.max_hours)) if args.max_hours else ()
         model = BartSmilesSeq2Seq(Seq2SeqConfig(data=data, pretrained=args.model, save_dir=args.save_dir,
-                                                epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size))
+                                                epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
+                                                seed=args.seed, skip_invalid=args.skip_invalid, log_file=os.path.join(args.save_dir, "train.log"),
+                                                extra_args=extra))
         model.fit_data()
     else:
         model = BartSmilesSeq2Seq.load(args.model)
     t_train = time.perf_counter() - t0
     from .tasks.seq2seq import read_pairs, split_file
 
-    table, _, _ = read_pairs(split_file(data, args.split), model.task.cfg)
-    sources, targets = table.sources, table.targets
+    import copy
+
+    read_cfg = copy.copy(model.task.cfg)
+    read_cfg.skip_invalid = True
+    src_limit, tgt_limit = model.model.max_positions()  # the model's position tables, whatever the task says
+    read_cfg.max_source_positions = min(int(read_cfg.max_source_positions), int(src_limit))
+    read_cfg.max_target_positions = min(int(read_cfg.max_target_positions), int(tgt_limit))
+    path = split_file(data, args.split)
+    table, _, _ = read_pairs(path, read_cfg, model.task.vocab)  # with the vocabulary: lengths are checked
+    # a valid reaction longer than the model's positions is scored as a miss (never dropped);
+    # a malformed line is a data error, left out only with --skip-invalid
+    too_long = [sk for sk in table.skipped if "positions (<s>, </s> included)" in sk.reason]
+    bad = [sk for sk in table.skipped if sk not in too_long]
+    if bad and not args.skip_invalid:
+        listing = "; ".join(f"line {sk.line}: {sk.reason}" for sk in bad[:20])
+        raise ValueError(f"{path}: {len(bad)} bad line(s): {listing}. Fix them, or pass --skip-invalid "
+                         "to leave them out (reported)")
+    pairs = sorted([(line, s, t) for line, s, t in zip(table.lines, table.sources, table.targets)]
+                   + [(sk.line, None, None) for sk in too_long])
     if args.limit:
-        sources, targets = sources[: args.limit], targets[: args.limit]
+        pairs = pairs[: args.limit]
+    kept = [(s, t) for _, s, t in pairs if s is not None]
+    unreadable = [line for line, s, _ in pairs if s is None]
+    sources, targets = [s for s, _ in kept], [t for _, t in kept]
     t1 = time.perf_counter()
     preds = model.generate(sources, beam=args.beam, n_best=args.beam, augment=args.augment,
                            aggregate=args.aggregate, batch_size=args.batch_size)
     ks = [k for k in (1, 3, 5, 10) if k <= args.beam]
     scores = topk_accuracy(preds, targets, ks=ks)
-    result = {"data": data, "split": args.split, "n": len(sources), "model": args.model, "trained": args.train,
+    if unreadable:  # rescale to all reactions: an unreadable one is a miss (and an invalid top-1)
+        n_all = len(pairs)
+        for k in ks:
+            scores[f"top{k}"] = scores[f"top{k}"] * len(kept) / n_all
+        scores["invalid_top1"] = (scores["invalid_top1"] * len(kept) + len(unreadable)) / n_all
+    scores["n"], scores["n_generated"] = len(pairs), len(kept)
+    scores["unreadable_lines"] = unreadable
+    scores["skipped_bad_lines"] = [{"line": sk.line, "reason": sk.reason} for sk in bad]
+    from .benchmark import machine_info
+
+    result = {"command": args.command_line, "machine": machine_info(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": args.seed if args.train else None,
+              "data": data, "split": args.split, "n": len(pairs), "model": args.model, "trained": args.train,
               "checkpoint": model.checkpoint, "beam": args.beam, "augment": args.augment,
               "aggregate": args.aggregate, "scores": scores, "train_s": round(t_train, 1),
               "generate_s": round(time.perf_counter() - t1, 1)}
@@ -228,8 +267,12 @@ def _cmd_benchmark_retro(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     head = "| model | n | " + " | ".join(f"top-{k}" for k in ks) + " | invalid top-1 |"
-    row = f"| {Path(args.model).name} | {len(sources)} | " + " | ".join(f"{scores[f'top{k}']:.3f}" for k in ks)
-    md = "\n".join([head, "|" + "---|" * (len(ks) + 3), row + f" | {scores['invalid_top1']:.3f} |", ""])
+    row = f"| {Path(args.model).name} | {len(pairs)} | " + " | ".join(f"{scores[f'top{k}']:.3f}" for k in ks)
+    machine = result["machine"]
+    where = f"{machine.get('cpu', '?')}, {machine.get('usable_cpus', '?')} usable CPUs, GPU: {machine.get('gpu') or 'none'}"
+    md = "\n".join([f"Command: `{result['command']}`", f"Machine: {where}. Training {result['train_s']} s, "
+                    f"generation {result['generate_s']} s.", "", head, "|" + "---|" * (len(ks) + 3),
+                    row + f" | {scores['invalid_top1']:.3f} |", ""])
     out.with_suffix(".md").write_text(md)
     print(json.dumps(scores, indent=2))
     return 0
@@ -243,12 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bartsmiles {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="the main job on the shipped defaults (see README)")
+    p = sub.add_parser("run", help="the main job: fine-tune the shipped model on BBBP and compare with ECFP4+RF",
+                       description="Data summary, scaffold split, ECFP4+RF, frozen features and fine-tuning of "
+                                   "the shipped model; prints the test scores side by side (under 10 minutes on "
+                                   "2 CPU cores for BBBP).")
     p.add_argument("--dataset", default="bbbp", help="MoleculeNet dataset name (default: bbbp)")
     p.add_argument("--data-dir", default=None, help="folder holding the data (default: $BARTSMILES_DATA, then the cache)")
     p.add_argument("--split", default="scaffold", choices=["scaffold", "random"], help="split kind")
-    p.add_argument("--seed", type=int, default=0, help="seed (random split only)")
-    p.add_argument("--out", default=None, help="folder for the split JSON and invalid-row report")
+    p.add_argument("--seed", type=int, default=0, help="seed of training, of the forest and of a random split")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<dataset>_<split>)")
+    p.add_argument("--model", default=None, help="pretrained model, .pt or folder (default: the shipped model)")
+    p.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
+                   help="fine-tune the model (--no-finetune: the data summary and the quick peers only)")
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default: 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="molecules per fine-tuning batch (default: 32)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak fine-tuning learning rate (default: 1e-4)")
+    p.add_argument("--rf-trees", type=int, default=500, help="trees of the ECFP4 random forest (default: 500)")
+    p.add_argument("--no-progress", action="store_true", help="fairseq's log lines instead of a progress bar")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("user-dir", help="print the folder to give fairseq's --user-dir")
@@ -351,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=["mean", "bos", "eos"], help="feature pooling")
     p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
     p.add_argument("--out", default="benchmarks/results/probe", help="output prefix (.json, .png)")
+    p.add_argument("--random-init", action="store_true",
+                   help="probe a randomly initialized model of --model's shape and dictionary (seeded by "
+                        "--seed): the control that shows what pretraining adds")
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("predict", help="predict a CSV with a fine-tuned model (rows kept; NaN + reason for bad rows)")
@@ -376,7 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="with --train: epochs")
     p.add_argument("--lr", type=float, default=1e-4, help="with --train: peak learning rate")
     p.add_argument("--train-batch-size", type=int, default=32, help="with --train: pairs per batch")
-    p.add_argument("--save-dir", default="runs/retro", help="with --train: checkpoints")
+    p.add_argument("--save-dir", default="runs/retro", help="with --train: checkpoints (and train.log)")
+    p.add_argument("--seed", type=int, default=1, help="with --train: training seed")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave bad lines (malformed, invalid SMILES) out of training and scoring, reported; "
+                        "valid test reactions longer than the model's positions always count as misses")
+    p.add_argument("--max-hours", type=float, default=0.0,
+                   help="with --train: stop training after this many hours, saving a checkpoint (0: no limit)")
     p.add_argument("--out", default="benchmarks/results/retro", help="output prefix (.json, .md)")
     p.set_defaults(func=_cmd_benchmark_retro)
     return parser
@@ -391,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.fairseq_args = fairseq_args
+    args.command_line = " ".join(["bartsmiles", *argv, *(["--", *fairseq_args] if fairseq_args else [])])
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -21,6 +21,10 @@ The equivalent command line (``finetune(cfg).argv`` is exactly this list)::
         --restore-file pretrained.pt --reset-optimizer --reset-dataloader --reset-meters \\
         --reset-lr-scheduler --optimizer adam --adam-betas '(0.9, 0.999)' ... \\
         --best-checkpoint-metric roc_auc --maximize-best-checkpoint-metric
+
+Checkpoint loading and prediction (:mod:`bartsmiles.property_model`), resuming an interrupted
+run (:mod:`bartsmiles.finetune_resume`) and the hyperparameter grid (:mod:`bartsmiles.grid`)
+live in their own modules; their public names are re-exported here.
 """
 from __future__ import annotations
 
@@ -32,20 +36,20 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
-
-import numpy as np
+from typing import Optional
 
 from .config import help_field as _help, runtime_args
+from .finetune_resume import (  # noqa: F401  (re-exported)
+    _RESET_FLAGS, RESUME_IGNORED_FIELDS, _data_fingerprint, _last_epoch, _same_run, resume_args,
+)
+from .grid import _grid_dir, grid_search  # noqa: F401  (re-exported)
+from .progress import EpochProgress
+from .property_model import (  # noqa: F401  (re-exported)
+    SHAPE_FIELDS, PropertyPredictor, _load_state, predict, pretrained_model_args, resolve_model,
+)
 
 logger = logging.getLogger(__name__)
 
-#: model-shape fields read from a pretrained checkpoint and passed on explicitly
-SHAPE_FIELDS = (
-    "encoder_layers", "decoder_layers", "encoder_embed_dim", "decoder_embed_dim",
-    "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_embed_dim",
-    "decoder_ffn_embed_dim", "max_source_positions", "max_target_positions",
-)
 SPLIT_KINDS = ("scaffold", "random")
 
 
@@ -97,6 +101,7 @@ class FinetuneConfig:
     log_interval: int = _help("log every N updates", default=10)
     log_file: str = _help("also write fairseq's log to this file", default="")
     score_test: bool = _help("after training, predict the test split with the best checkpoint and score it", default=True)
+    progress: bool = _help("show a progress bar per epoch (loss, validation metric) instead of fairseq's log lines on the console", default=True)
     extra_args: tuple[str, ...] = _help("further fairseq-train flags, passed through verbatim", default=())
 
 
@@ -225,122 +230,6 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
     return args
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _load_state(path: str | os.PathLike) -> dict:
-    import bartsmiles.tasks  # noqa: F401  (allowlist fairseq's globals for torch.load)
-    from fairseq import checkpoint_utils
-
-    return checkpoint_utils.load_checkpoint_to_cpu(str(path))
-
-
-def pretrained_model_args(path: str | os.PathLike) -> tuple[str, list[str]]:
-    """(arch, explicit shape flags) of a pretrained fairseq checkpoint."""
-    from .checkpoint import config_value, model_config
-
-    model_cfg = model_config(_load_state(path))
-    arch = config_value(model_cfg, "arch") or config_value(model_cfg, "_name")
-    flags: list[str] = []
-    for name in SHAPE_FIELDS:
-        value = config_value(model_cfg, name)
-        if value is not None:
-            flags += ["--" + name.replace("_", "-"), str(value)]
-    return str(arch), flags
-
-
-def resolve_model(pretrained: str, arch: str, model_args: Sequence[str], cpu: Optional[bool]) -> dict:
-    """Config changes that make the model match ``pretrained`` and pick the device.
-
-    The architecture and shape flags are read from the pretrained checkpoint (a different
-    ``arch`` would fail to load, so the checkpoint wins with a warning); without a checkpoint the
-    default is ``bartsmiles_small``.  ``cpu=None`` becomes "CPU exactly when no GPU is visible".
-    Shared by property fine-tuning and seq2seq.
-    """
-    changes: dict = {}
-    if pretrained:
-        if not Path(pretrained).is_file():
-            raise FileNotFoundError(
-                f"pretrained checkpoint not found: {pretrained} (fairseq would silently train from scratch)"
-            )
-        found, flags = pretrained_model_args(pretrained)
-        if arch and arch != found:
-            logger.warning("arch %s given, but %s was pretrained as %s: using the checkpoint's shape",
-                           arch, pretrained, found)
-        changes["arch"] = found
-        if not model_args:
-            changes["model_args"] = tuple(flags)
-    elif not arch:
-        changes["arch"] = "bartsmiles_small"
-    if cpu is None:
-        import torch
-
-        changes["cpu"] = not torch.cuda.is_available()
-    return changes
-
-
-class PropertyPredictor:
-    """A fine-tuned checkpoint, loaded for prediction without its training data."""
-
-    def __init__(self, checkpoint: str | os.PathLike):
-        from bartsmiles.tasks.property import STATE_KEY, SmilesPropertyTask
-
-        state = _load_state(checkpoint)
-        task_state = state.get("task_state") or {}
-        if STATE_KEY not in task_state:
-            raise FinetuneError(f"{checkpoint} is not a smiles_property checkpoint (no task_state[{STATE_KEY!r}])")
-        cfg = state["cfg"]
-        self.task = SmilesPropertyTask.for_inference(cfg.task, task_state)
-        self.meta = self.task.meta
-        self.model = self.task.build_model(cfg.model)
-        self.model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
-        self.model.eval()
-
-    @property
-    def task_names(self) -> list[str]:
-        return list(self.meta["task_names"])
-
-    def predict(self, smiles: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """(n, n_tasks) probabilities (classification) or values in the original units.
-
-        A SMILES that RDKit cannot parse gets a row of NaN (and a warning).
-        """
-        import torch
-
-        from bartsmiles.chem import InvalidSmilesError, parse_smiles
-        from bartsmiles.tasks.property_criterion import to_predictions
-
-        smiles = [str(s).strip() for s in smiles]
-        ok = []
-        for i, s in enumerate(smiles):
-            try:
-                parse_smiles(s)
-                ok.append(i)
-            except InvalidSmilesError:
-                pass
-        if len(ok) < len(smiles):
-            logger.warning("predict: %d SMILES do not parse; their rows are NaN", len(smiles) - len(ok))
-        out = np.full((len(smiles), len(self.task_names)), np.nan)
-        if not ok:
-            return out
-        ids, _, _ = self.task.encode([smiles[i] for i in ok], on_overflow="truncate")
-        dataset = self.task.build_dataset_for_inference(ids)
-        head = self.meta["classification_head_name"]
-        preds = []
-        with torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-                logits, _ = self.model(**batch["net_input"], features_only=True, classification_head_name=head)
-                preds.append(to_predictions(logits.float(), self.meta).numpy())
-        out[ok] = np.concatenate(preds).astype(np.float64)
-        return out
-
-
-def predict(checkpoint: str | os.PathLike, smiles: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Predictions of a fine-tuned checkpoint for ``smiles`` (see :meth:`PropertyPredictor.predict`)."""
-    return PropertyPredictor(checkpoint).predict(smiles, batch_size=batch_size)
-
-
 # --------------------------------------------------------------------------- runner
 
 
@@ -440,7 +329,9 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     run_argv = resume_args(cfg, argv)
     (save / "finetune_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     _reset_fairseq_best()
-    fairseq_train(run_argv)
+    with EpochProgress(cfg.epochs, metric, desc=f"fine-tuning {Path(cfg.data).stem}", enabled=cfg.progress,
+                       first_epoch=_last_epoch(save) + 1):
+        fairseq_train(run_argv)
     if not best.is_file():
         raise RuntimeError(f"fairseq finished without writing {best}")
     state = _load_state(best)
@@ -462,139 +353,8 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     return result
 
 
-# --------------------------------------------------------------------------- resume
-
-
-#: config fields that may differ between a killed run and its continuation
-RESUME_IGNORED_FIELDS = ("log_file", "log_interval", "score_test", "num_workers", "valid_batch_size")
-_RESET_FLAGS = ("--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler")
-
-
-def _same_run(saved: dict, current: dict) -> list[str]:
-    """Names of the config fields that differ (ignoring :data:`RESUME_IGNORED_FIELDS`)."""
-    keys = (set(saved) | set(current)) - set(RESUME_IGNORED_FIELDS)
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
-
-
-def _data_fingerprint(cfg: FinetuneConfig) -> dict:
-    """sha256 of the data file(s) and of the split file, so edited data is never resumed."""
-    from .datasets import sha256_file as digest
-
-    data = Path(cfg.data)
-    files = sorted(data.glob("*.csv*")) if data.is_dir() else [data]
-    split = split_file_path(cfg)
-    if split and Path(split).is_file():
-        files.append(Path(split))
-    return {str(f): digest(f) for f in files if f.is_file()}
-
-
-def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -> list[str]:
-    """The argument list to run: ``argv``, or its continuation of an interrupted run.
-
-    :func:`finetune_args` restores the *pretrained* checkpoint with ``--reset-*`` flags, so
-    rerunning an interrupted run with the same ``save_dir`` would start again from the
-    pretrained weights (and overwrite the epoch checkpoints).  When ``resume`` is true,
-    ``SAVE_DIR/checkpoint_last.pt`` exists and ``SAVE_DIR/finetune_config.json`` records the
-    same configuration (fields in :data:`RESUME_IGNORED_FIELDS` may differ) and
-    ``SAVE_DIR/resume_fingerprint.json`` the same sha256 of the data and split files (this
-    function writes it for the current run), the pretrained
-    ``--restore-file`` and the reset flags are replaced by ``--restore-file checkpoint_last.pt``:
-    fairseq then continues with the next epoch, the optimizer, learning-rate schedule, data
-    order and best-so-far value as they were saved.  A finished run "continues" with no
-    training at all.  With a different configuration the run starts afresh, with a warning.
-
-    (Without a pretrained checkpoint fairseq's default ``--restore-file checkpoint_last.pt``
-    already continues from ``SAVE_DIR``; the list is returned unchanged.)
-    """
-    argv = list(argv)
-    last = Path(cfg.save_dir) / "checkpoint_last.pt"
-    fingerprint_file = Path(cfg.save_dir) / "resume_fingerprint.json"
-    fingerprint = _data_fingerprint(cfg)
-    previous = None
-    if fingerprint_file.is_file():
-        try:
-            previous = json.loads(fingerprint_file.read_text())
-        except ValueError:
-            previous = None
-    Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
-    fingerprint_file.write_text(json.dumps(fingerprint, indent=2))
-    if not resume or not cfg.pretrained or not last.is_file():
-        return argv
-    record = Path(cfg.save_dir) / "finetune_config.json"
-    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    try:
-        saved = json.loads(record.read_text())
-    except (OSError, ValueError):
-        logger.warning("%s exists but %s does not describe its run: starting afresh from %s",
-                       last, record, cfg.pretrained)
-        return argv
-    differ = _same_run(saved, current) + (["data or split file contents"] if previous != fingerprint else [])
-    if differ:
-        logger.warning("%s is from a run with a different configuration (%s): starting afresh from %s",
-                       last, ", ".join(differ), cfg.pretrained)
-        return argv
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] == "--restore-file":
-            i += 2
-            continue
-        if argv[i] not in _RESET_FLAGS:
-            out.append(argv[i])
-        i += 1
-    logger.info("resuming the interrupted run in %s from %s", cfg.save_dir, last)
-    return out + ["--restore-file", "checkpoint_last.pt"]
-
-
-# --------------------------------------------------------------------------- grid search
-
-
-def _grid_dir(save_dir: str, lr: float, dropout: float) -> str:
-    return os.path.join(save_dir, f"lr{lr:g}_dropout{dropout:g}")
-
-
-def grid_search(cfg: FinetuneConfig, lrs: Sequence[float] = (5e-6, 1e-5, 3e-5),
-                dropouts: Sequence[float] = (0.1, 0.2, 0.3)) -> tuple[FinetuneConfig, list[dict]]:
-    """Fine-tune once per (lr, dropout) and select on the validation metric (the paper's grid).
-
-    Each combination runs :func:`finetune` in its own folder ``SAVE_DIR/lr{lr}_dropout{dropout}``
-    (so an interrupted search resumes run by run).  The best run has the highest validation
-    ROC-/PRC-AUC, or the lowest RMSE; ties go to the earlier combination (lrs outer, dropouts
-    inner).  Returns ``(best_cfg, table)``: ``best_cfg`` is ``cfg`` with the winning ``lr``,
-    ``dropout`` and ``save_dir``; ``table`` has one dict per run (``lr``, ``dropout``,
-    ``save_dir``, ``best_checkpoint``, ``metric``, ``valid``, ``test``, ``seconds``, ``best``),
-    also written to ``SAVE_DIR/grid_search.json``.  Test scores are reported, never used to select.
-    """
-    from bartsmiles.metrics import METRIC_DIRECTION
-
-    lrs, dropouts = [float(v) for v in lrs], [float(v) for v in dropouts]
-    if not lrs or not dropouts:
-        raise FinetuneError("grid_search needs at least one learning rate and one dropout")
-    table: list[dict] = []
-    configs: list[FinetuneConfig] = []
-    for lr in lrs:
-        for dropout in dropouts:
-            run_cfg = dataclasses.replace(cfg, lr=lr, dropout=dropout, save_dir=_grid_dir(cfg.save_dir, lr, dropout))
-            logger.info("grid search: lr=%g dropout=%g -> %s", lr, dropout, run_cfg.save_dir)
-            result = finetune(run_cfg)
-            configs.append(run_cfg)
-            table.append({"lr": lr, "dropout": dropout, "save_dir": result.save_dir,
-                          "best_checkpoint": result.best_checkpoint, "metric": result.metric,
-                          "valid": result.best_valid_metric, "test": result.test_metric,
-                          "seconds": result.seconds, "best": False})
-    metric = table[0]["metric"]
-    sign = 1.0 if METRIC_DIRECTION.get(metric, "max") == "max" else -1.0
-    usable = [i for i, row in enumerate(table) if row["valid"] is not None and math.isfinite(row["valid"])]
-    if not usable:
-        raise FinetuneError(f"grid search: no run has a finite validation {metric}")
-    winner = max(usable, key=lambda i: (sign * table[i]["valid"], -i))
-    table[winner]["best"] = True
-    Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.save_dir) / "grid_search.json").write_text(json.dumps(table, indent=2))
-    return configs[winner], table
-
-
 __all__ = [
     "FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune_args", "finetune", "predict",
     "PropertyPredictor", "resolve_config", "pretrained_model_args", "updates_per_epoch",
-    "resume_args", "grid_search",
+    "resume_args", "grid_search", "resolve_model",
 ]

@@ -28,6 +28,7 @@ import datetime as _dt
 import json
 import logging
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class ProbeConfig:
     batch_size: int = 64
     max_iter: int = 1000
     out: str = "benchmarks/results/probe"
+    random_init: bool = False  # probe a randomly initialized copy of ``model`` (same shape): the control
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
@@ -165,8 +167,10 @@ def _plot(report: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("ROC-AUC")
     axes[0].legend(fontsize=7)
-    model = report["settings"].get("model") or "shipped model"
-    fig.suptitle(f"L1 probe, {report['dataset']} ({report['settings']['split']} split), {Path(str(model)).name}",
+    model = Path(str(report["settings"].get("model") or "shipped model")).name
+    if report["settings"].get("random_init"):
+        model = f"random initialization, shape of {model}"
+    fig.suptitle(f"L1 probe, {report['dataset']} ({report['settings']['split']} split), {model}",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -184,7 +188,14 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     if dataset.task_type != "classification":
         raise ValueError(f"the probe needs a classification dataset; {cfg.dataset!r} is {dataset.task_type}")
     split = make_split(cfg.split, dataset.smiles, seed=cfg.seed)
-    model = load_pretrained(cfg.model)
+    with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
+        path = cfg.model
+        if cfg.random_init:
+            from .api import _resolve
+            from .property_model import untrained_like
+
+            path = untrained_like(_resolve(cfg.model)[0], Path(tmp) / "model.pt", seed=cfg.seed)
+        model = load_pretrained(path)
     n_truncated = sum(len(model.tokenizer.tokenize(s)) + 2 > model.max_positions for s in dataset.smiles)
     X = model.encode(dataset.smiles, batch_size=cfg.batch_size, pooling=cfg.pooling, progress=False,
                      on_overflow="truncate")
@@ -200,7 +211,7 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     report = {
         "dataset": cfg.dataset,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "model_path": str(model.path),
+        "model_path": str(model.path) if not cfg.random_init else None,
         "model_metadata": {k: v for k, v in model.metadata.items() if k != "vocabulary"},
         "feature_dim": int(X.shape[1]),
         "n_molecules": len(dataset), "n_invalid_dropped": len(dataset.invalid), "n_truncated": n_truncated,

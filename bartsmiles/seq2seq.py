@@ -1,13 +1,15 @@
-"""SMILES-to-SMILES fine-tuning (retrosynthesis, forward reaction prediction) and its top-k metric.
+"""SMILES-to-SMILES fine-tuning (retrosynthesis, forward reaction prediction): the model.
 
 * :class:`Seq2SeqConfig` -- a typed config; :func:`seq2seq_args` turns it (purely) into the
   ``fairseq-train`` argument list of the ``smiles_seq2seq`` task (:mod:`bartsmiles.tasks.seq2seq`).
+  Both live in :mod:`bartsmiles.seq2seq_config` and are re-exported here.
 * :class:`BartSmilesSeq2Seq` -- ``fit(sources, targets)`` writes the pairs to
   ``SAVE_DIR/data/{train,valid}.csv`` and trains through :func:`bartsmiles.training.fairseq_train`,
   the same code path as the documented command; ``generate`` runs fairseq's
   ``SequenceGenerator`` (beam search) on the loaded model; ``save``/``load`` a model folder.
 * :func:`topk_accuracy` -- top-k exact match after RDKit canonicalization of the whole molecule
-  set (order-independent), plus the fraction of invalid top-1 SMILES.
+  set (order-independent), plus the fraction of invalid top-1 SMILES; it lives, with the
+  candidate merging and aggregation below, in :mod:`bartsmiles.retro_metrics` (re-exported here).
 
 The equivalent command line (``BartSmilesSeq2Seq.fit`` runs exactly ``model.argv``)::
 
@@ -56,169 +58,21 @@ import csv
 import dataclasses
 import json
 import logging
-import math
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
-from .config import help_field as _help, runtime_args
+from .retro_metrics import AGGREGATES, _aggregate, _canonical, _merge_canonical, topk_accuracy  # noqa: F401  (re-exported)
+from .seq2seq_config import (  # noqa: F401  (re-exported)
+    CRITERIA,
+    Seq2SeqConfig,
+    Seq2SeqError,
+    resolve_config,
+    seq2seq_args,
+    updates_per_epoch,
+)
 
 logger = logging.getLogger(__name__)
-
-CRITERIA = ("label_smoothed_cross_entropy", "cross_entropy")
-AGGREGATES = ("prob", "rank")
-
-
-
-
-class Seq2SeqError(ValueError):
-    """A seq2seq setup that cannot work (missing file, empty data, bad option)."""
-
-
-@dataclass
-class Seq2SeqConfig:
-    """Fine-tune a pretrained BARTSmiles to translate SMILES (retrosynthesis by default)."""
-
-    data: str = _help("folder with train/valid[/test] files (S.smi, S.csv or *-S.smi); fit() writes its own", default="")
-    pretrained: str = _help("pretrained checkpoint to start from (must exist); empty: random initialization", default="")
-    save_dir: str = _help("where checkpoints, dict.txt and reports go", default="runs/seq2seq")
-    dict: str = _help("dictionary; empty: dict.txt beside the pretrained checkpoint, else in DATA, else the shipped one", default="")
-    arch: str = _help("model shape; empty: read from the pretrained checkpoint (bartsmiles_small without one)", default="")
-    model_args: tuple[str, ...] = _help("explicit model-shape flags; filled from the pretrained checkpoint by fit()", default=())
-    direction: str = _help("reaction files: retro (product -> reactants) or forward (reactants -> product)", default="retro")
-    reaction_layout: str = _help("reaction files: product_first (PRODUCT >> REACTANTS) or reactants_first (R>>P)", default="product_first")
-    source_column: str = _help("CSV files: source SMILES column", default="source")
-    target_column: str = _help("CSV files: target SMILES column", default="target")
-    skip_invalid: bool = _help("leave bad lines out (reported) instead of failing", default=False)
-    check_smiles: bool = _help("parse every SMILES with RDKit while reading", default=True)
-    randomize_smiles: float = _help("augmentation: probability of rewriting a training pair as random SMILES per epoch", default=0.0)
-    keep_target: bool = _help("with randomize_smiles: rewrite the source only, keep the target as written", default=False)
-    criterion: str = _help("label_smoothed_cross_entropy | cross_entropy", default="label_smoothed_cross_entropy")
-    label_smoothing: float = _help("label smoothing (label_smoothed_cross_entropy only)", default=0.1)
-    epochs: int = _help("training epochs", default=30)
-    batch_size: int = _help("pairs per batch", default=32)
-    update_freq: int = _help("accumulate gradients over this many batches", default=1)
-    lr: float = _help("peak learning rate", default=1e-4)
-    warmup_ratio: float = _help("fraction of the updates spent in linear warmup", default=0.06)
-    dropout: float = _help("dropout", default=0.1)
-    attention_dropout: float = _help("attention dropout", default=0.1)
-    weight_decay: float = _help("Adam weight decay", default=0.01)
-    clip_norm: float = _help("gradient clipping norm", default=1.0)
-    adam_betas: tuple[float, float] = _help("Adam betas", default=(0.9, 0.999))
-    adam_eps: float = _help("Adam epsilon", default=1e-8)
-    max_positions: int = _help("longest source/target in tokens, <s> and </s> included (must match the model)", default=128)
-    seed: int = _help("training seed (initialization, dropout, batch order, augmentation)", default=1)
-    cpu: Optional[bool] = _help("force CPU (True) or not (False); None: CPU exactly when no GPU is visible", default=None)
-    precision: str = _help("fp32 | fp16 | bf16 (half precision needs a GPU)", default="fp32")
-    num_workers: int = _help("data-loading worker processes", default=0)
-    log_interval: int = _help("log every N updates", default=50)
-    log_file: str = _help("also write fairseq's log to this file", default="")
-    epoch_checkpoints: bool = _help("keep checkpoint<N>.pt per epoch (else only best and last)", default=False)
-    extra_args: tuple[str, ...] = _help("further fairseq-train flags, passed through verbatim", default=())
-
-
-# ------------------------------------------------------------------------------ config -> argv
-
-
-def updates_per_epoch(n_train: int, batch_size: int, update_freq: int = 1) -> int:
-    return math.ceil(math.ceil(n_train / batch_size) / update_freq)
-
-
-def seq2seq_args(cfg: Seq2SeqConfig, n_train: int, user_dir: Optional[str] = None) -> list[str]:
-    """The ``fairseq-train`` argument list for ``cfg`` (without the program name); pure.
-
-    ``n_train`` (training pairs) fixes, with ``epochs``, ``batch_size`` and ``update_freq``,
-    the total number of updates of the polynomial-decay schedule and the warmup length.
-    """
-    if not cfg.data:
-        raise Seq2SeqError("Seq2SeqConfig.data is empty")
-    if not cfg.arch:
-        raise Seq2SeqError("Seq2SeqConfig.arch is empty (fit() reads it from the pretrained checkpoint)")
-    if cfg.criterion not in CRITERIA:
-        raise Seq2SeqError(f"criterion must be one of {CRITERIA}, got {cfg.criterion!r}")
-    if cfg.direction not in ("retro", "forward"):
-        raise Seq2SeqError(f"direction must be 'retro' or 'forward', got {cfg.direction!r}")
-    if cfg.reaction_layout not in ("product_first", "reactants_first"):
-        raise Seq2SeqError(f"reaction_layout must be 'product_first' or 'reactants_first', got {cfg.reaction_layout!r}")
-    if cfg.precision not in ("fp32", "fp16", "bf16"):
-        raise Seq2SeqError(f"precision must be fp32, fp16 or bf16, got {cfg.precision!r}")
-    if not 0.0 <= cfg.randomize_smiles <= 1.0:
-        raise Seq2SeqError(f"randomize_smiles is a probability, got {cfg.randomize_smiles}")
-    if n_train < 1 or cfg.batch_size < 1 or cfg.epochs < 1 or cfg.update_freq < 1:
-        raise Seq2SeqError(f"n_train, batch_size, epochs and update_freq must be >= 1 (got {n_train}, "
-                           f"{cfg.batch_size}, {cfg.epochs}, {cfg.update_freq})")
-    if not 0.0 <= cfg.warmup_ratio < 1.0:
-        raise Seq2SeqError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
-    if user_dir is None:
-        from bartsmiles.tasks import USER_DIR as user_dir
-    total = cfg.epochs * updates_per_epoch(n_train, cfg.batch_size, cfg.update_freq)
-    args = [
-        cfg.data,
-        "--user-dir", user_dir,
-        "--task", "smiles_seq2seq",
-        "--direction", cfg.direction,
-        "--reaction-layout", cfg.reaction_layout,
-        "--source-column", cfg.source_column,
-        "--target-column", cfg.target_column,
-        "--max-source-positions", str(cfg.max_positions),
-        "--max-target-positions", str(cfg.max_positions),
-    ]
-    if cfg.dict:
-        args += ["--dict", cfg.dict]
-    if cfg.skip_invalid:
-        args += ["--skip-invalid"]
-    if not cfg.check_smiles:
-        args += ["--no-check-smiles"]
-    if cfg.randomize_smiles > 0:
-        args += ["--randomize-smiles", str(cfg.randomize_smiles)]
-        if cfg.keep_target:
-            args += ["--keep-target"]
-    args += ["--criterion", cfg.criterion]
-    if cfg.criterion == "label_smoothed_cross_entropy":
-        args += ["--label-smoothing", str(cfg.label_smoothing)]
-    args += [
-        "--arch", cfg.arch,
-        *cfg.model_args,
-        "--dropout", str(cfg.dropout),
-        "--attention-dropout", str(cfg.attention_dropout),
-        "--optimizer", "adam",
-        "--adam-betas", f"({cfg.adam_betas[0]}, {cfg.adam_betas[1]})",
-        "--adam-eps", str(cfg.adam_eps),
-        "--weight-decay", str(cfg.weight_decay),
-        "--clip-norm", str(cfg.clip_norm),
-        "--lr-scheduler", "polynomial_decay",
-        "--lr", str(cfg.lr),
-        "--total-num-update", str(total),
-        "--warmup-updates", str(int(round(cfg.warmup_ratio * total))),
-        "--max-epoch", str(cfg.epochs),
-        "--max-update", str(total),
-        "--batch-size", str(cfg.batch_size),
-        "--update-freq", str(cfg.update_freq),
-        "--required-batch-size-multiple", "1",
-        "--seed", str(cfg.seed),
-        "--num-workers", str(cfg.num_workers),
-        "--save-dir", cfg.save_dir,
-        "--log-format", "json",
-        "--log-interval", str(cfg.log_interval),
-        "--ignore-unused-valid-subsets",
-    ]
-    if not cfg.epoch_checkpoints:
-        args += ["--no-epoch-checkpoints"]
-    if cfg.pretrained:
-        args += ["--restore-file", cfg.pretrained,
-                 "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler"]
-    args += runtime_args(precision=cfg.precision, cpu=cfg.cpu, log_file=cfg.log_file)
-    return args + list(cfg.extra_args)
-
-
-def resolve_config(cfg: Seq2SeqConfig) -> Seq2SeqConfig:
-    """Architecture and shape flags from the pretrained checkpoint; ``cpu`` when no GPU."""
-    from .finetuning import resolve_model
-
-    changes = resolve_model(cfg.pretrained, cfg.arch, cfg.model_args, cfg.cpu)
-    return dataclasses.replace(cfg, **changes)
 
 
 def _count_lines(path: Path) -> int:
@@ -427,93 +281,6 @@ class BartSmilesSeq2Seq:
         elif drop_invalid:
             results = [[(s, p) for s, p in c if _canonical(s) is not None] for c in results]
         return results
-
-
-def _canonical(smiles: str) -> Optional[str]:
-    from .chem import InvalidSmilesError, canonicalize_set
-
-    try:
-        return canonicalize_set(smiles)
-    except (InvalidSmilesError, TypeError):
-        return None
-
-
-def _merge_canonical(cands, drop_invalid: bool):
-    out: dict[str, float] = {}
-    for s, score in cands:
-        key = _canonical(s)
-        if key is None:
-            if drop_invalid:
-                continue
-            key = s
-        if key not in out or score > out[key]:
-            out[key] = score
-    return sorted(out.items(), key=lambda kv: -kv[1])
-
-
-def _aggregate(beams, how: str, n_best: int, drop_invalid: bool):
-    """Rank aggregation of the canonical candidates of several beams (module docstring)."""
-    totals: dict[str, float] = {}
-    for cands in beams:
-        seen = set()
-        for rank, (s, score) in enumerate(cands, start=1):
-            key = _canonical(s)
-            if key is None:
-                if drop_invalid:
-                    continue
-                key = s
-            if key in seen:  # the same molecule set twice in one beam counts once (its best rank)
-                continue
-            seen.add(key)
-            totals[key] = totals.get(key, 0.0) + (math.exp(score) if how == "prob" else 1.0 / rank)
-    order = sorted(totals.items(), key=lambda kv: -kv[1])  # stable: first appearance wins ties
-    return order[:n_best]
-
-
-# -------------------------------------------------------------------------------------- metric
-
-
-def topk_accuracy(predictions: Sequence[Sequence], references: Sequence[str],
-                  ks: Iterable[int] = (1, 3, 5, 10)) -> dict:
-    """Top-k exact-match accuracy of ranked predictions against reference SMILES.
-
-    ``predictions[i]`` is the ranked candidate list of input ``i``: SMILES strings or
-    ``(smiles, score)`` pairs.  A candidate matches when RDKit's canonical form of its whole
-    molecule set equals the reference's (:func:`bartsmiles.chem.canonicalize_set`: molecule
-    order, atom order and SMILES spelling do not matter).  Top-k counts an input as correct when
-    any of its first ``k`` candidates matches (candidates are taken as ranked, not deduplicated).
-    Returns ``{"top1": .., "top3": .., ..., "n": N, "invalid_top1": fraction of inputs whose
-    first candidate is not a valid SMILES (or that have no candidate)}``.
-    A reference that RDKit cannot parse is an error naming its index.
-    """
-    from .chem import InvalidSmilesError, canonicalize_set
-
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} prediction lists but {len(references)} references")
-    n = len(references)
-    hits = {k: 0 for k in ks}
-    invalid = 0
-    for i, (cands, ref) in enumerate(zip(predictions, references)):
-        try:
-            ref_key = canonicalize_set(str(ref).strip())
-        except InvalidSmilesError as exc:
-            raise ValueError(f"reference {i} is not a valid SMILES: {exc}") from None
-        keys = []
-        for c in list(cands)[: ks[-1]]:
-            s = c[0] if isinstance(c, (tuple, list)) else c
-            keys.append(_canonical(str(s)))
-        if not keys or keys[0] is None:
-            invalid += 1
-        first = next((r for r, key in enumerate(keys) if key == ref_key), None)
-        for k in ks:
-            hits[k] += first is not None and first < k
-    out = {f"top{k}": (hits[k] / n if n else float("nan")) for k in ks}
-    out["n"] = n
-    out["invalid_top1"] = invalid / n if n else float("nan")
-    return out
 
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqError", "BartSmilesSeq2Seq", "seq2seq_args", "resolve_config", "topk_accuracy"]

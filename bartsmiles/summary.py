@@ -65,7 +65,8 @@ def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 
     return summary, sp, ds
 
 
-def run_summary(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 0, out=None) -> int:
+def run_summary(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 0, out=None):
+    """Summarize, print, write the split JSON (and the invalid rows); returns ``(summary, Split, MolDataset)``."""
     s, sp, ds = summarize(name, data_dir, split=split, seed=seed)
     out_dir = Path(out) if out else Path("runs") / f"{name}_{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,4 +87,4 @@ def run_summary(name: str, data_dir=None, *, split: str = "scaffold", seed: int 
         extra = ", ".join(f"{k} {v}" for k, v in info.items() if k != "n")
         print(f"    {part:5s} {info['n']:6d}  {extra}")
     print(f"  wrote {out_dir / 'split.json'} and {out_dir / 'summary.json'} in {s['seconds']} s")
-    return 0
+    return s, sp, ds

@@ -10,6 +10,7 @@ Rows whose SMILES RDKit cannot parse are left out and reported: their count and 
 logged, and written to ``SAVE_DIR/invalid_rows.csv`` (``invalid_rows_<split>.csv`` with a
 folder).  A summary of the data (sizes, truncated SMILES, unknown tokens, label statistics,
 ``pos_weight``, target scaling) goes to ``SAVE_DIR/property_data.json``.
+The tables are read and checked by :mod:`bartsmiles.tasks.property_table` (re-exported here).
 
 Model: fairseq's BART (any ``bartsmiles_*`` architecture) with a classification head of one
 output per target column (``register_classification_head``), as fairseq's
@@ -57,19 +58,23 @@ from bartsmiles.vocab import SequenceTooLongError, Vocabulary
 
 from .architectures import MAX_POSITIONS
 from .property_data import PropertyDataset
+from .property_table import (  # noqa: F401  (re-exported: reading and checking the tables)
+    METRICS,
+    SPLITS,
+    PropertyDataError,
+    check_trainable,
+    default_metric,
+    label_statistics,
+    read_property_splits,
+    split_targets,
+)
 
 logger = logging.getLogger(__name__)
 
 TASK_TYPE_CHOICES = ChoiceEnum(["classification", "regression"])
 OVERFLOW_CHOICES = ChoiceEnum(["truncate", "error"])
 SCALING_CHOICES = ChoiceEnum(["standardize", "none"])
-METRICS = {"classification": ("roc_auc", "prc_auc"), "regression": ("rmse",)}
-SPLITS = ("train", "valid", "test")
 STATE_KEY = "bartsmiles"
-
-
-class PropertyDataError(ValueError):
-    """The property data cannot be trained on as given (the message says why and where)."""
 
 
 @dataclass
@@ -121,154 +126,7 @@ class SmilesPropertyConfig(FairseqDataclass):
     save_dir: str = II("checkpoint.save_dir")
 
 
-# ----------------------------------------------------------------------------------- data
-
-
-def default_metric(task_type: str, metric: str = "") -> str:
-    metric = metric or METRICS[task_type][0]
-    if metric not in METRICS[task_type]:
-        raise PropertyDataError(f"metric {metric!r} does not fit a {task_type} task; choose one of {METRICS[task_type]}")
-    return metric
-
-
-def split_targets(target_columns) -> Optional[List[str]]:
-    """``"a,b"`` -> ``["a", "b"]``; empty -> None (every other column)."""
-    if target_columns is None:
-        return None
-    if isinstance(target_columns, str):
-        names = [c.strip() for c in target_columns.split(",") if c.strip()]
-    else:
-        names = [str(c) for c in target_columns]
-    return names or None
-
-
-def read_property_splits(
-    data: str,
-    smiles_column: str,
-    target_columns,
-    task_type: str,
-    split_file: Optional[str] = None,
-    report_dir: Optional[str] = None,
-) -> Dict[str, "MolDataset"]:
-    """The train/valid/test tables of ``data`` (see the module docstring), invalid rows left out.
-
-    Raises :class:`PropertyDataError` (or the loader's ValueError) with a clear message for a
-    missing file, a missing split file, wrong label values, or an empty train/valid split.
-    """
-    from bartsmiles.datasets import MolDataset, load_table
-    from bartsmiles.splits import Split
-
-    targets = split_targets(target_columns)
-    path = Path(data)
-    report = Path(report_dir) if report_dir else None
-    out: Dict[str, "MolDataset"] = {}
-    if path.is_dir():
-        for split in SPLITS:
-            f = path / f"{split}.csv"
-            if not f.is_file():
-                if split == "test":
-                    continue
-                raise PropertyDataError(f"{path} is a folder but has no {split}.csv")
-            out[split] = load_table(
-                f, smiles_column, targets, task_type=task_type,
-                invalid_report=(report / f"invalid_rows_{split}.csv") if report else None,
-            )
-    elif path.is_file():
-        if not split_file:
-            raise PropertyDataError(
-                f"{path} is one CSV file: give --split-file (from bartsmiles.splits), or a folder with train/valid/test.csv"
-            )
-        if not Path(split_file).is_file():
-            raise PropertyDataError(f"split file not found: {split_file}")
-        table = load_table(
-            path, smiles_column, targets, task_type=task_type,
-            invalid_report=(report / "invalid_rows.csv") if report else None,
-        )
-        split = Split.load(split_file)
-        n = len(table)
-        for name in SPLITS:
-            idx = np.asarray(getattr(split, name), dtype=np.int64)
-            if idx.size and idx.max() >= n:
-                raise PropertyDataError(
-                    f"split file {split_file}: {name} index {int(idx.max())} is out of range: {path} has {n} parsable rows "
-                    f"({len(table.invalid)} invalid row(s) dropped); indices count parsable rows only"
-                )
-            out[name] = MolDataset(
-                name=f"{table.name}:{name}", smiles=[table.smiles[i] for i in idx], labels=table.labels[idx],
-                task_names=table.task_names, task_type=table.task_type, rows=table.rows[idx],
-                invalid=table.invalid if name == "train" else [],
-            )
-    else:
-        raise PropertyDataError(f"property data not found: {data!r} is neither a CSV file nor a folder")
-    for name in ("train", "valid"):
-        if len(out[name]) == 0:
-            raise PropertyDataError(f"the {name} split of {data} is empty")
-    names = {tuple(d.task_names) for d in out.values()}
-    if len(names) > 1:
-        raise PropertyDataError(f"the splits of {data} have different target columns: {sorted(names)}")
-    return out
-
-
-def check_trainable(splits: Dict[str, "MolDataset"], task_type: str, metric: str = "") -> None:
-    """Errors for data fairseq would train on to no purpose (single-class train set, nothing to validate on)."""
-    train, valid = splits["train"], splits["valid"]
-    names = train.task_names
-    if not names:
-        raise PropertyDataError("no target columns")
-    if task_type != "classification":
-        for label, ds in (("train", train), ("valid", valid)):
-            if np.isnan(ds.labels).all():
-                raise PropertyDataError(f"every {label} label is missing")
-        return
-    single = []
-    for j, name in enumerate(names):
-        col = train.labels[:, j]
-        classes = np.unique(col[~np.isnan(col)])
-        if classes.size < 2:
-            single.append(f"{name!r} ({'no labels' if classes.size == 0 else f'only class {int(classes[0])}'})")
-    if len(single) == len(names):
-        raise PropertyDataError(
-            "the training set has a single class in every task: " + ", ".join(single)
-            + "; a classifier cannot learn from it (check the split and the label columns)"
-        )
-    if single:
-        logger.warning("training labels of %d task(s) have a single class: %s", len(single), ", ".join(single))
-    ok = False
-    for j in range(len(names)):
-        col = valid.labels[:, j]
-        ok = ok or np.unique(col[~np.isnan(col)]).size == 2
-    if not ok:
-        raise PropertyDataError(
-            "no task has both classes among the validation labels: the validation "
-            f"{default_metric('classification', metric)} is undefined; use a different split"
-        )
-
-
-def label_statistics(train: "MolDataset", task_type: str, pos_weight: str, scaling: str) -> Dict[str, Any]:
-    """pos_weight (classification) and mean/std (regression) from the training labels only."""
-    labels = train.labels
-    stats: Dict[str, Any] = {"pos_weight": None, "target_mean": None, "target_std": None}
-    if task_type == "classification":
-        pw = (pos_weight or "none").strip().lower()
-        if pw == "auto":
-            n_pos = np.nansum(labels == 1.0, axis=0).astype(float)
-            n_neg = np.nansum(labels == 0.0, axis=0).astype(float)
-            stats["pos_weight"] = [float(n / p) if p > 0 and n > 0 else 1.0 for n, p in zip(n_neg, n_pos)]
-        elif pw not in ("none", ""):
-            try:
-                value = float(pw)
-            except ValueError:
-                raise PropertyDataError(f"pos_weight must be 'auto', 'none' or a number, got {pos_weight!r}") from None
-            if not value > 0:
-                raise PropertyDataError(f"pos_weight must be positive, got {value}")
-            stats["pos_weight"] = [value] * labels.shape[1]
-    elif scaling == "standardize":
-        mean = np.nanmean(labels, axis=0)
-        std = np.nanstd(labels, axis=0)
-        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-        stats["target_mean"] = [float(m) if np.isfinite(m) else 0.0 for m in mean]
-        stats["target_std"] = [float(s) for s in std]
-    return stats
+# ----------------------------------------------------------------------------- dictionary
 
 
 def copy_dictionary(dict_path, save_dir) -> None:

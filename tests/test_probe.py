@@ -112,6 +112,15 @@ def test_cli_probe_and_regression_refused(tiny_clintox, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["out"]["json"].endswith("p.json")
     assert json.loads((root / "cli" / "p.json").read_text())["settings"]["standardize"] is False
+    # the random-init control: same shape, other weights, so other features and other coefficients
+    assert main(["probe", "--model", str(model), "--dataset", "clintox", "--data-dir", str(root / "data"),
+                 "--c-exponents", "-2", "0", "--out", str(root / "cli" / "r"), "--no-standardize",
+                 "--random-init", "--seed", "3"]) == 0
+    capsys.readouterr()
+    trained, control = (json.loads((root / "cli" / f"{n}.json").read_text()) for n in ("p", "r"))
+    assert control["settings"]["random_init"] is True and control["model_path"] is None
+    assert control["feature_dim"] == trained["feature_dim"]
+    assert control["mean"] != trained["mean"]
     (root / "data" / "moleculenet" / "SAMPL.csv").write_text("smiles,expt\nCCO,1.0\nCCN,2.0\n")
     with pytest.raises(ValueError, match="classification"):
         run_probe(ProbeConfig(model=str(model), dataset="freesolv", data_dir=str(root / "data"),

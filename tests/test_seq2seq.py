@@ -409,5 +409,15 @@ def test_benchmark_retro_cli_writes_json_and_markdown(smoke, tmp_path):
     assert main(["benchmark-retro", "--model", model.checkpoint, "--data", str(data), "--beam", "3",
                  "--limit", "4", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
-    assert result["n"] == 4 and set(result["scores"]) == {"top1", "top3", "n", "invalid_top1"}
+    assert result["n"] == 4 and {"top1", "top3", "n", "invalid_top1"} <= set(result["scores"])
+    assert result["scores"]["unreadable_lines"] == [] and result["command"].startswith("bartsmiles benchmark-retro")
     assert "top-3" in out.with_suffix(".md").read_text()
+    # --skip-invalid scores the rest and reports the bad line; an overlong product is a miss, not dropped
+    long_product = "C" * 140
+    (data / "retrosynthesis-test.smi").write_text("\n".join(REACTIONS[:3]) + f"\nnot a reaction\n{long_product} >> CC\n")
+    assert main(["benchmark-retro", "--model", model.checkpoint, "--data", str(data), "--beam", "3",
+                 "--skip-invalid", "--out", str(out)]) == 0
+    scores = json.loads(out.with_suffix(".json").read_text())["scores"]
+    assert scores["n"] == 4 and scores["n_generated"] == 3 and scores["unreadable_lines"] == [5]
+    assert [b["line"] for b in scores["skipped_bad_lines"]] == [4]
+    assert scores["top3"] <= 0.75 and scores["invalid_top1"] >= 0.25

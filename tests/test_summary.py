@@ -1,13 +1,23 @@
-"""`bartsmiles run`, the README's main job: load, tokenize, scaffold split, summarize."""
+"""`bartsmiles run`, the README's main job: summary and split, the peers, fine-tuning."""
 import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
 
 from bartsmiles.cli import main
 from bartsmiles.splits import Split
 
 
 def test_run_writes_the_protocol_split_and_the_invalid_rows(data_dir, tmp_path, capsys):
-    assert main(["run", "--dataset", "bbbp", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 0
+    assert main(["run", "--dataset", "bbbp", "--data-dir", str(data_dir), "--out", str(tmp_path),
+                 "--no-finetune", "--rf-trees", "20"]) == 0
     out = capsys.readouterr().out
+    assert "ECFP4 + random forest (20 trees)" in out and "frozen features" in out
+    report = json.loads((tmp_path / "main_job.json").read_text())
+    assert [r["key"] for r in report["results"]] == ["ecfp4_rf", "bartsmiles_frozen"]
+    assert all(0.5 < r["test"] < 1.0 for r in report["results"])  # both beat chance on BBBP
     assert "rows kept 2039" in out and "invalid SMILES dropped 11" in out
     split = Split.load(tmp_path / "split.json")
     assert split.sizes() == (1631, 204, 204)
@@ -23,3 +33,28 @@ def test_run_with_an_unknown_dataset_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bbbq" in err and "bbbp" in err  # names the bad name and lists the known ones
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_main_job_finetunes_and_prints_the_three_scores(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+    import make_fixtures
+    from test_benchmark import MOLS
+
+    import pandas as pd
+
+    data = tmp_path / "data"
+    (data / "moleculenet").mkdir(parents=True)
+    pd.DataFrame({"num": range(len(MOLS)), "name": MOLS, "p_np": [float("N" in s or "n" in s) for s in MOLS],
+                  "smiles": MOLS}).to_csv(data / "moleculenet" / "BBBP.csv", index=False)
+    model = make_fixtures.build_untrained_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    assert main(["run", "--data-dir", str(data), "--model", str(model), "--epochs", "2", "--rf-trees", "10",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "bartsmiles fine-tuned (2 epochs)" in printed and "ECFP4 + random forest" in printed
+    report = json.loads((out / "main_job.json").read_text())
+    assert [r["key"] for r in report["results"]] == ["bartsmiles", "ecfp4_rf", "bartsmiles_frozen"]
+    assert all(math.isfinite(r["test"]) for r in report["results"])
+    assert report["finetune"]["argv"].count("--max-epoch") == 1
+    assert Path(report["results"][0]["checkpoint"]).is_file()
