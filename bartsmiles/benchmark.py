@@ -52,6 +52,9 @@ Resuming: a results JSON that already holds an ``ok`` run for (model, dataset, s
 skips it; failed runs are retried. The JSON is rewritten after every run, so an interrupted
 benchmark loses at most the run in progress. Changing the settings of a model (e.g. the
 learning rate) does not invalidate earlier runs: use a new ``out`` or ``resume=False``.
+
+The reports live in :mod:`bartsmiles.benchmark_report`, the machine record in
+:mod:`bartsmiles.machine`; both are re-exported here.
 """
 from __future__ import annotations
 
@@ -60,8 +63,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
+from .benchmark_report import RESULTS_SCHEMA, load_results, summarize, write_markdown, write_plot
+from .machine import _peak_rss_mb, machine_info
 
 __all__ = ["MODELS", "BenchmarkConfig", "run_benchmark", "run_one", "summarize", "write_markdown",
            "write_plot", "load_results", "machine_info"]
@@ -81,7 +83,6 @@ logger = logging.getLogger(__name__)
 
 MODELS = ("ecfp4_rf", "bartsmiles", "bartsmiles_random_init", "bartsmiles_frozen",
           "bartsmiles_frozen_random_init", "chemprop")
-RESULTS_SCHEMA = 1
 _FINETUNE_MODELS = ("bartsmiles", "bartsmiles_random_init")
 _FROZEN_MODELS = ("bartsmiles_frozen", "bartsmiles_frozen_random_init")
 
@@ -288,30 +289,6 @@ def run_one(spec: dict) -> dict:
     return record
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process, in MiB.
-
-    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process image.
-    ``getrusage(RUSAGE_SELF).ru_maxrss`` is *not* used there because Linux carries it over
-    ``exec``: a subprocess started from a large parent would report the parent's size.
-    Children the run waited for (``RUSAGE_CHILDREN``) are included by taking the maximum.
-    Elsewhere ``ru_maxrss`` (KiB on Linux/BSD, bytes on macOS) is the fallback.
-    """
-    own_kib = None
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                own_kib = float(line.split()[1])
-                break
-    except OSError:
-        pass
-    scale = 1024.0 if sys.platform == "darwin" else 1.0  # ru_maxrss -> KiB
-    if own_kib is None:
-        own_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
-    kids_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale
-    return round(max(own_kib, kids_kib) / 1024.0, 1)
-
-
 def _run_isolated(spec: dict, log_path: Path) -> dict:
     """``run_one(spec)`` in a fresh interpreter; its output goes to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,68 +324,6 @@ def _child_main(spec_file: str, result_file: str) -> int:
 
 
 # ----------------------------------------------------------------------------------- driver
-
-
-def machine_info() -> dict:
-    """Platform, CPU, memory and library versions of this machine (for the results file)."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu_count": os.cpu_count()}
-    try:
-        info["usable_cpus"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["mem_total_gb"] = round(int(line.split()[1]) / 1024 ** 2, 1)
-                break
-    except OSError:
-        pass
-    try:
-        info["load_avg_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    versions = {}
-    for name in ("numpy", "sklearn", "rdkit", "torch", "fairseq", "bartsmiles"):
-        try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "?")
-        except Exception:  # not installed, or broken: record that
-            versions[name] = None
-    info["versions"] = versions
-    try:
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:
-        info["gpu"] = None
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                   capture_output=True, text=True, timeout=10)
-            info["git_dirty"] = bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-def load_results(path: str | os.PathLike) -> dict:
-    """A results JSON written by :func:`run_benchmark` (``{"runs": []}`` if the file is absent)."""
-    path = Path(path)
-    if not path.is_file():
-        return {"schema": RESULTS_SCHEMA, "runs": []}
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise ValueError(f"{path} is not a benchmark results file (no 'runs' list)")
-    return data
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -461,122 +376,6 @@ def run_benchmark(cfg: BenchmarkConfig, command: Sequence[str] | None = None) ->
     write_markdown(results, out.with_name(out.name + ".md"))
     write_plot(results, out.with_name(out.name + ".png"))
     return results
-
-
-# ----------------------------------------------------------------------------------- reports
-
-
-def summarize(runs: Sequence[dict]) -> dict[tuple[str, str, str], dict]:
-    """Per (dataset, split, model): mean, std (ddof=0), n, seeds, wall s/run, peak MiB, statuses."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for run in runs:
-        groups.setdefault((run["dataset"], run["split"], run["model"]), []).append(run)
-    table = {}
-    for key, items in groups.items():
-        ok = sorted((r for r in items if r.get("status") == "ok" and r.get("value") is not None),
-                    key=lambda r: r["seed"])
-        values = np.array([r["value"] for r in ok], dtype=float)
-        walls = [r["wall_s"] for r in ok if r.get("wall_s") is not None]
-        mems = [r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb") is not None]
-        table[key] = {
-            "metric": items[0].get("metric"),
-            "n": len(ok),
-            "seeds": [r["seed"] for r in ok],
-            "values": values.tolist(),
-            "mean": float(values.mean()) if len(ok) else None,
-            "std": float(values.std()) if len(ok) else None,
-            "wall_s_per_run": float(np.mean(walls)) if walls else None,
-            "peak_rss_mb": float(max(mems)) if mems else None,
-            "statuses": sorted({r.get("status", "?") for r in items}),
-        }
-    return table
-
-
-_ARROW = {"roc_auc": "ROC-AUC ↑", "prc_auc": "PRC-AUC ↑", "rmse": "RMSE ↓"}
-
-
-def _cell(entry: dict | None) -> str:
-    if entry is None:
-        return "—"
-    if entry["n"]:
-        return f"{entry['mean']:.3f} ± {entry['std']:.3f} (n={entry['n']})"
-    statuses = [s for s in entry["statuses"] if s != "ok"]
-    return ", ".join(s.replace("_", " ") for s in statuses) or "—"
-
-
-def write_markdown(results: dict, path: str | os.PathLike) -> str:
-    """The summary table as markdown (also returned)."""
-    runs = results.get("runs", [])
-    table = summarize(runs)
-    models = [m for m in MODELS if any(r["model"] == m for r in runs)]
-    rows = sorted({(d, s) for d, s, _ in table}, key=lambda k: [r["dataset"] for r in runs].index(k[0]))
-    machine = results.get("machine", {})
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Written {results.get('date', '?')} by `{' '.join(results.get('command', []))}`.",
-        f"Machine: {machine.get('cpu', '?')}, {machine.get('usable_cpus', machine.get('cpu_count', '?'))} usable "
-        f"CPUs, {machine.get('mem_total_gb', '?')} GB, GPU: {machine.get('gpu') or 'none'}; "
-        f"load average at start {machine.get('load_avg_at_start', '?')}.",
-        "Test-set score, mean ± std over the seeds that finished (population std, ddof=0); n = seeds. "
-        "Protocol: PROTOCOL.md. Wall s/run: dataset load to test score, in the run's process. "
-        "Peak MiB: peak RSS of the run's process (see the JSON's memory_scope).",
-        "",
-    ]
-    header = ["dataset", "split", "metric", *models, *(f"{m} wall s/run" for m in models),
-              *(f"{m} peak MiB" for m in models)]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for dataset, split in rows:
-        entries = [table.get((dataset, split, m)) for m in models]
-        metric = next((e["metric"] for e in entries if e), "?")
-        cells = [dataset, split, _ARROW.get(metric, metric), *(_cell(e) for e in entries)]
-        cells += [f"{e['wall_s_per_run']:.1f}" if e and e["wall_s_per_run"] is not None else "—" for e in entries]
-        cells += [f"{e['peak_rss_mb']:.0f}" if e and e["peak_rss_mb"] is not None else "—" for e in entries]
-        lines.append("| " + " | ".join(cells) + " |")
-    failed = [r for r in runs if r.get("status") == "error"]
-    if failed:
-        lines += ["", "Failed runs:"]
-        lines += [f"- {r['model']} {r['dataset']} seed {r['seed']}: {str(r.get('error'))[:300]}" for r in failed]
-    text = "\n".join(lines) + "\n"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
-    return text
-
-
-def write_plot(results: dict, path: str | os.PathLike) -> Path | None:
-    """Bars of mean ± std per model, one panel per dataset; None when nothing finished."""
-    table = summarize(results.get("runs", []))
-    keys = [k for k, v in table.items() if v["n"]]
-    if not keys:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = list(dict.fromkeys((d, s) for d, s, _ in keys))
-    models = [m for m in MODELS if any(k[2] == m for k in keys)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 + 1.0 * len(models) * len(panels), 3.4), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (dataset, split) in zip(axes[0], panels):
-        metric = "?"
-        for i, model in enumerate(models):
-            entry = table.get((dataset, split, model))
-            if not entry or not entry["n"]:
-                continue
-            metric = entry["metric"]
-            ax.bar(i, entry["mean"], yerr=entry["std"], color=colors[i % len(colors)], capsize=3, label=model)
-            ax.text(i, entry["mean"], f"{entry['mean']:.3f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(models)))
-        ax.set_xticklabels(models, rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"{dataset} ({split})", fontsize=9)
-        ax.set_ylabel(_ARROW.get(metric, metric), fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
 
 
 if __name__ == "__main__":
