@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from .integrated_gradients import Attributor, InvalidSmilesError, NeuronAttributor
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # SMILES may follow options
     smiles = _inputs(args)
     if not smiles:
         print("bartsmiles-attribute: no SMILES given (positional or --csv)", file=sys.stderr)

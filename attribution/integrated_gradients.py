@@ -59,6 +59,9 @@ __all__ = ["Attributor", "NeuronAttributor", "Attribution", "AttributionError", 
 
 BASELINES = ("pad", "mask", "eos")
 SPECIALS = ("<s>", "</s>")
+#: with ``internal_batch_size=None``, each forward/backward pass of the integration handles about
+#: this many tokens (rows x padded length); 800 rows of 100 tokens at once took 18 GB on CPU
+IG_TOKEN_BUDGET = 8192
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -214,8 +217,11 @@ class _IGBase:
             with torch.no_grad():
                 fx = self._select(self._forward(x, src, lengths, prev), target)
                 fb = self._select(self._forward(b, src, lengths, prev), target)
+            rows = internal_batch_size
+            if rows is None:  # bound memory: Captum would otherwise run len(chunk) * n_steps rows at once
+                rows = max(len(chunk), IG_TOKEN_BUDGET // max(1, int(src.shape[1])))
             attr, delta = ig.attribute(x, baselines=b, additional_forward_args=(src, lengths, prev), target=target,
-                                       n_steps=int(n_steps), method=method, internal_batch_size=internal_batch_size,
+                                       n_steps=int(n_steps), method=method, internal_batch_size=rows,
                                        return_convergence_delta=True)
             per_position = attr.sum(dim=-1).detach().double().cpu().numpy()
             delta = delta.detach().double().cpu().numpy().reshape(-1)
@@ -310,7 +316,8 @@ class Attributor(_IGBase):
         """One :class:`Attribution` per SMILES (a string is one SMILES), in input order.
 
         ``target``: output index (or task name); ``baselines``: ``"pad"`` | ``"mask"`` | ``"eos"``;
-        ``n_steps``, ``method`` and ``internal_batch_size`` as in Captum; ``batch_size`` molecules
+        ``n_steps``, ``method`` and ``internal_batch_size`` as in Captum (``None``: rows per pass
+        chosen so that a pass holds about :data:`IG_TOKEN_BUDGET` tokens); ``batch_size`` molecules
         are attributed together. ``tolerance``/``on_delta``: the convergence check (module docstring).
         Raises :class:`InvalidSmilesError` (naming the SMILES and its index),
         :class:`SmilesTooLongError` (length and limit), :class:`TargetError`.

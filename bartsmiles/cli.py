@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave bad lines (malformed, invalid SMILES) out of training and scoring, reported; "
                         "valid test reactions longer than the model's positions always count as misses")
     p.add_argument("--max-hours", type=float, default=0.0,
-                   help="with --train: stop training after this many hours, saving a checkpoint (0: no limit)")
+                   help="with --train: stop training after this many hours, saving a checkpoint (0: no limit); fairseq "
+                        "counts the training time stored in the --model checkpoint too")
     p.add_argument("--out", default="benchmarks/results/retro", help="output prefix (.json, .md)")
     p.set_defaults(func=_cmd_benchmark_retro)
     return parser

@@ -104,6 +104,10 @@ class EpochProgress:
         self.postfix = {"loss": "-", f"valid {self.metric}": "-"}
         self._bar = tqdm(total=self.epochs, initial=max(0, self.first_epoch - 1), desc=self.desc,
                          unit="epoch", dynamic_ncols=True)
+        try:  # fairseq_cli.train adds its console handler when first imported: let it exist before we filter
+            import fairseq_cli.train  # noqa: F401
+        except ImportError:  # pragma: no cover - fairseq is a dependency
+            pass
         self._handler = _StatsHandler(self)
         logging.getLogger(FAIRSEQ_PROGRESS_LOGGER).addHandler(self._handler)
         for handler in logging.getLogger().handlers:

@@ -34,6 +34,7 @@ import argparse
 import os
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -162,18 +163,19 @@ def run_task(name: str, smarts: str, pool: list[str], args, rng: np.random.Gener
 
 def to_markdown(report: dict) -> str:
     lines = ["# Attribution ground truth (synthetic SMARTS tasks on MOSES)", "",
+             *([f"Command: `{report['command']}`", ""] if report.get("command") else []),
              f"Model: {report['config']['pretrained'] or report['config']['arch'] + ' (random init)'}; "
              f"IG baseline {report['config']['baseline']}, {report['config']['n_steps']} steps. "
              "Per-molecule atom ROC-AUC (ground truth = atoms of the SMARTS matches), mean over positive "
              "test molecules.", "",
-             "| task | test ROC-AUC of the model | BARTSmiles IG | ECFP4+RF (RDKit) | random | molecules |",
-             "|---|---|---|---|---|---|"]
+             "| task | test ROC-AUC of the model | BARTSmiles IG | ECFP4+RF (RDKit) | random | molecules | max abs IG delta |",
+             "|---|---|---|---|---|---|---|"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     for t in report["tasks"]:
         m = t["methods"]
         lines.append(f"| {t['task']} | {fmt(t['model_test_metric'])} | {fmt(m['bartsmiles_ig']['mean_atom_auc'])} | "
                      f"{fmt(m['ecfp_rf']['mean_atom_auc'])} | {fmt(m['random']['mean_atom_auc'])} | "
-                     f"{m['bartsmiles_ig']['n_molecules']} |")
+                     f"{m['bartsmiles_ig']['n_molecules']} | {t['max_abs_delta']:.3g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -197,6 +199,8 @@ def main(argv=None) -> int:
     p.add_argument("--rf-trees", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--work-dir", default="runs/attribution_groundtruth",
+                   help="fine-tuning runs and data (large: checkpoints); empty: OUT/attribution_groundtruth_runs")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, bartsmiles_tiny, 1 task: checks the script runs")
     args = p.parse_args(argv)
     if args.smoke:
@@ -219,9 +223,14 @@ def main(argv=None) -> int:
     pool = read_moses(Path(args.moses), args.pool)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "attribution_groundtruth_runs"
+    work = Path(args.work_dir) if args.work_dir else out / "attribution_groundtruth_runs"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     tasks = [run_task(name, library[name], pool, args, rng, work) for name in names]
-    report = {"config": {k: v for k, v in vars(args).items()}, "tasks": tasks,
+    from bartsmiles.machine import machine_info
+
+    report = {"command": " ".join(["python", "benchmarks/attribution_groundtruth.py", *(argv or sys.argv[1:])]),
+              "started": started, "machine": machine_info(),
+              "config": {k: v for k, v in vars(args).items()}, "tasks": tasks,
               "platform": {"python": platform.python_version(), "torch": torch.__version__,
                            "device": "cuda" if torch.cuda.is_available() else "cpu"}}
     (out / "attribution_groundtruth.json").write_text(json.dumps(report, indent=2, default=str))

@@ -21,11 +21,23 @@ if __name__ != "bartsmiles.tasks":  # pragma: no cover - reached only via --user
 
     _sys.modules[__name__] = _importlib.import_module("bartsmiles.tasks")
 else:
+    import logging as _logging
+
+    # Importing fairseq's model zoo configures logging globally (wav2vec2_classification sets the
+    # root logger to DEBUG, the speech tasks call basicConfig). Undo that, so a library import
+    # does not flood the user's console with matplotlib/PIL debug lines.
+    _root = _logging.getLogger()
+    _root_state = (_root.level, list(_root.handlers))
+
     from . import _compat
 
     _compat.apply()
 
     from . import architectures, denoising, property, property_criterion, seq2seq  # noqa: F401,E402  (registration side effects)
+
+    _root.setLevel(_root_state[0])
+    for _handler in [h for h in _root.handlers if h not in _root_state[1]]:
+        _root.removeHandler(_handler)
 
     #: The folder to pass to fairseq's ``--user-dir``.
     USER_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "user_dir", "bartsmiles_plugin")

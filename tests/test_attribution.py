@@ -366,7 +366,7 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     spec.loader.exec_module(bench)
     if not bench.MOSES.is_file():
         pytest.skip(f"MOSES not found at {bench.MOSES}")
-    assert bench.main(["--smoke", "--pool", "1500", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--smoke", "--pool", "1500", "--out", str(tmp_path), "--work-dir", str(tmp_path / "work")]) == 0
     report = json.loads((tmp_path / "attribution_groundtruth.json").read_text())
     methods = report["tasks"][0]["methods"]
     assert set(methods) == {"bartsmiles_ig", "ecfp_rf", "random"}
@@ -399,3 +399,15 @@ def test_clintox_example_script_smoke(checkpoint, tmp_path):
     assert report["groups"] and {"name", "molecules", "mean_score_per_match"} <= set(report["groups"][0])
     assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".html").is_file()
     assert out.with_suffix(".md").read_text().startswith("# Attribution on clintox")
+
+
+def test_memory_bound_chunks_the_integration_without_changing_it(attributor, monkeypatch):
+    """internal_batch_size=None splits the steps into passes of about IG_TOKEN_BUDGET tokens."""
+    from bartsmiles.attribution import integrated_gradients as ig_module
+
+    whole = attributor.attribute(PROBES[:3], n_steps=16, internal_batch_size=10_000, on_delta="ignore")
+    monkeypatch.setattr(ig_module, "IG_TOKEN_BUDGET", 40)  # a few rows per pass
+    chunked = attributor.attribute(PROBES[:3], n_steps=16, on_delta="ignore")
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(a.atom_scores, b.atom_scores, rtol=1e-4, atol=1e-6)
+        assert a.delta == pytest.approx(b.delta, abs=1e-5)

@@ -184,3 +184,27 @@ def test_cli_benchmark(tiny_data, tmp_path, capsys):
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["config"]["datasets"] == ["esol"] and saved["config"]["isolate"] is False
     assert np.isfinite(saved["runs"][0]["value"])
+
+
+def test_two_benchmarks_sharing_a_results_file_keep_each_others_runs(tmp_path):
+    """Each write merges with the file on disk (under a lock), so concurrent runners lose nothing."""
+    path = tmp_path / "shared.json"
+    run = lambda model, seed, started, status="ok": {  # noqa: E731
+        "model": model, "dataset": "bbbp", "seed": seed, "split": "scaffold", "status": status,
+        "started": started, "value": 0.5}
+    first = {"runs": [], "history": [{"command": "a"}]}   # both loaded the (empty) file at start
+    second = {"runs": [], "history": [{"command": "b"}]}
+    first["runs"].append(run("ecfp4_rf", 0, "t1"))
+    first = benchmark._save_merged(path, first)
+    second["runs"].append(run("bartsmiles", 0, "t2"))
+    second = benchmark._save_merged(path, second)
+    first["runs"].append(run("ecfp4_rf", 1, "t3"))
+    benchmark._save_merged(path, first)
+    saved = json.loads(path.read_text())
+    assert sorted((r["model"], r["seed"]) for r in saved["runs"]) == [("bartsmiles", 0), ("ecfp4_rf", 0), ("ecfp4_rf", 1)]
+    assert [h["command"] for h in saved["history"]] == ["a", "b"]
+    # a newer ok run replaces an older one of the same key; a failed retry does not replace an ok run
+    benchmark._save_merged(path, {"runs": [run("ecfp4_rf", 0, "t4", status="error")]})
+    benchmark._save_merged(path, {"runs": [run("bartsmiles", 0, "t5")]})
+    saved = {(r["model"], r["seed"]): r for r in json.loads(path.read_text())["runs"]}
+    assert saved[("ecfp4_rf", 0)]["started"] == "t1" and saved[("bartsmiles", 0)]["started"] == "t5"

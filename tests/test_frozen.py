@@ -72,3 +72,33 @@ def test_benchmark_frozen_rows_with_a_tiny_model(tiny_data, tmp_path):  # noqa: 
     assert by[("bartsmiles_frozen_random_init", "bbbp")]["settings"]["random_init"] is True
     assert by[("bartsmiles_frozen", "bbbp")]["settings"]["feature_dim"] > 0
     assert all(np.isfinite(r["value"]) for r in runs)
+
+
+def test_clintox_smiles_style_script_smoke(tmp_path):
+    """benchmarks/clintox_smiles_style.py runs end to end on a stand-in ClinTox file."""
+    import importlib.util
+    import json
+
+    import pandas as pd
+
+    from test_benchmark import MOLS
+
+    kekule = ["C1=CC=CC=C1", "CC1=CC=CC=C1", "OC1=CC=CC=C1", "NC1=CC=CC=C1", "C1=CC=NC=C1", "ClC1=CC=CC=C1"]
+    smiles = MOLS + kekule * 2
+    (tmp_path / "data" / "moleculenet").mkdir(parents=True)
+    pd.DataFrame({"smiles": smiles, "FDA_APPROVED": [float(i % 3 != 0) for i in range(len(smiles))],
+                  "CT_TOX": [0.0] * len(MOLS) + [1.0] * len(kekule) * 2}).to_csv(
+        tmp_path / "data" / "moleculenet" / "clintox.csv.gz", index=False)
+    model = make_fixtures.build_untrained_model(tmp_path / "tiny")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "clintox_smiles_style.py"
+    spec = importlib.util.spec_from_file_location("clintox_smiles_style", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.no_aromatic_lowercase("C1=CC=CC=C1Cl") and not bench.no_aromatic_lowercase("c1ccccc1")
+    assert bench.no_aromatic_lowercase("[nH]1C=CC=C1")  # bracket atoms are not counted
+    out = tmp_path / "res" / "style"
+    assert bench.main(["--data-dir", str(tmp_path / "data"), "--model", str(model / "model.pt"), "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["rule"]["fraction_ct_tox_1"] == 1.0
+    assert set(report["frozen"]) == {"shipped/as_given", "shipped/canonical", "random_init/as_given",
+                                     "random_init/canonical"}
