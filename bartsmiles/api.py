@@ -88,8 +88,8 @@ def _resolve(path: str | os.PathLike | None) -> tuple[Path, Path]:
         folder = shipped_model_dir()
         if not (folder / "model.pt").is_file():
             raise FileNotFoundError(
-                f"the shipped pretrained model is not there yet: {folder / 'model.pt'} is missing "
-                f"(it is still being trained and will ship with a later release). Pass a model "
+                f"the shipped pretrained model is missing: {folder / 'model.pt'} does not exist (it ships "
+                f"with the package; reinstall, or check that the file was not removed). Pass a model "
                 f"folder or a .pt file to load_pretrained(path).")
         return folder / "model.pt", folder
     path = Path(path)

@@ -124,9 +124,14 @@ def write_plot(results: dict, path: str | os.PathLike) -> Path | None:
 
     panels = list(dict.fromkeys((d, s) for d, s, _ in keys))
     models = [m for m in MODELS if any(k[2] == m for k in keys)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 + 1.0 * len(models) * len(panels), 3.4), squeeze=False)
+    n_cols = min(4, len(panels))  # a grid, not one long strip
+    n_rows = (len(panels) + n_cols - 1) // n_cols
+    width = 1.2 + 0.55 * len(models)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, 3.6 * n_rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (dataset, split) in zip(axes[0], panels):
+    for ax, (dataset, split) in zip(axes.flat, panels):
         metric = "?"
         for i, model in enumerate(models):
             entry = table.get((dataset, split, model))

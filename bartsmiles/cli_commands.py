@@ -246,7 +246,7 @@ def _cmd_benchmark_retro(args) -> int:
     row = f"| {Path(args.model).name} | {len(pairs)} | " + " | ".join(f"{scores[f'top{k}']:.3f}" for k in ks)
     machine = result["machine"]
     where = f"{machine.get('cpu', '?')}, {machine.get('usable_cpus', '?')} usable CPUs, GPU: {machine.get('gpu') or 'none'}"
-    md = "\n".join([f"Command: `{result['command']}`", f"Machine: {where}. Training {result['train_s']} s, "
+    md = "\n".join([f"Command: `{result['command']}`", f"Machine: {where}. {'Training' if args.train else 'Loading the model'} {result['train_s']} s, "
                     f"generation {result['generate_s']} s.", "", head, "|" + "---|" * (len(ks) + 3),
                     row + f" | {scores['invalid_top1']:.3f} |", ""])
     out.with_suffix(".md").write_text(md)

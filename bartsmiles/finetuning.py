@@ -53,8 +53,6 @@ logger = logging.getLogger(__name__)
 SPLIT_KINDS = ("scaffold", "random")
 
 
-
-
 class FinetuneError(ValueError):
     """A fine-tuning setup that cannot work (missing file, unusable labels or split)."""
 

@@ -52,7 +52,7 @@ def _direct_encoder(model, smiles: str) -> np.ndarray:
 def test_shipped_model_missing_is_a_clear_error(tmp_path, monkeypatch):
     assert (api.shipped_model_dir() / "dict.txt").is_file()
     monkeypatch.setattr(api, "shipped_model_dir", lambda: tmp_path)
-    with pytest.raises(FileNotFoundError, match="not there yet"):
+    with pytest.raises(FileNotFoundError, match="shipped pretrained model is missing"):
         bartsmiles.load_pretrained()
 
 
