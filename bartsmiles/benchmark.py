@@ -73,7 +73,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .benchmark_report import RESULTS_SCHEMA, load_results, summarize, write_markdown, write_plot
+from .benchmark_report import (  # noqa: F401  (_key, _save_merged, _write_json re-exported)
+    RESULTS_SCHEMA, _key, _save_merged, _write_json, load_results, summarize, write_markdown, write_plot,
+)
 from .machine import _peak_rss_mb, machine_info
 
 __all__ = ["MODELS", "BenchmarkConfig", "run_benchmark", "run_one", "summarize", "write_markdown",
@@ -324,47 +326,6 @@ def _child_main(spec_file: str, result_file: str) -> int:
 
 
 # ----------------------------------------------------------------------------------- driver
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _save_merged(path: Path, results: dict) -> dict:
-    """Write ``results``, keeping the runs and history another process wrote to ``path`` meanwhile.
-
-    Two benchmarks may share one results file (e.g. one running the forests, one fine-tuning).
-    Under an exclusive lock, the file on disk is read again and merged by (model, dataset, seed,
-    split): the newer run (by ``started``) wins, an ``ok`` run over a failed one.  Returns the
-    merged results, which the caller should continue from.
-    """
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            on_disk = load_results(path) if path.is_file() else {"runs": []}
-            merged: dict[tuple, dict] = {}
-            for run in list(on_disk.get("runs", [])) + list(results.get("runs", [])):
-                key, old = _key(run), merged.get(_key(run))
-                if old is None or (run.get("status") == "ok", str(run.get("started", ""))) >= (
-                        old.get("status") == "ok", str(old.get("started", ""))):
-                    merged[key] = run
-            history = list(on_disk.get("history", []))
-            history += [h for h in results.get("history", []) if h not in history]
-            results = {**results, "runs": list(merged.values()), "history": history}
-            _write_json(path, results)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return results
-
-
-def _key(run: dict) -> tuple:
-    return run["model"], run["dataset"], int(run["seed"]), run["split"]
 
 
 def run_benchmark(cfg: BenchmarkConfig, command: Sequence[str] | None = None) -> dict:

@@ -3,6 +3,7 @@
 The results JSON is written by :func:`bartsmiles.benchmark.run_benchmark`; :func:`load_results`
 reads it, :func:`summarize` groups its runs per (dataset, split, model), :func:`write_markdown`
 and :func:`write_plot` write ``<out>.md`` and ``<out>.png`` (see :mod:`bartsmiles.benchmark`).
+:func:`_save_merged` writes the results file so that several runners may share it.
 """
 from __future__ import annotations
 
@@ -149,3 +150,47 @@ def write_plot(results: dict, path: str | os.PathLike) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+# ------------------------------------------------------------------ writing a shared results file
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_merged(path: Path, results: dict) -> dict:
+    """Write ``results``, keeping the runs and history another process wrote to ``path`` meanwhile.
+
+    Two benchmarks may share one results file (e.g. one running the forests, one fine-tuning).
+    Under an exclusive lock, the file on disk is read again and merged by (model, dataset, seed,
+    split): the newer run (by ``started``) wins, an ``ok`` run over a failed one.  Returns the
+    merged results, which the caller should continue from.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            on_disk = load_results(path) if path.is_file() else {"runs": []}
+            merged: dict[tuple, dict] = {}
+            for run in list(on_disk.get("runs", [])) + list(results.get("runs", [])):
+                key, old = _key(run), merged.get(_key(run))
+                if old is None or (run.get("status") == "ok", str(run.get("started", ""))) >= (
+                        old.get("status") == "ok", str(old.get("started", ""))):
+                    merged[key] = run
+            history = list(on_disk.get("history", []))
+            history += [h for h in results.get("history", []) if h not in history]
+            results = {**results, "runs": list(merged.values()), "history": history}
+            _write_json(path, results)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return results
+
+
+def _key(run: dict) -> tuple:
+    return run["model"], run["dataset"], int(run["seed"]), run["split"]
