@@ -205,8 +205,8 @@ def _cmd_benchmark_retro(args) -> int:
     table, _, _ = read_pairs(path, read_cfg, model.task.vocab)  # with the vocabulary: lengths are checked
     # a valid reaction longer than the model's positions is scored as a miss (never dropped);
     # a malformed line is a data error, left out only with --skip-invalid
-    too_long = [sk for sk in table.skipped if "positions (<s>, </s> included)" in sk.reason]
-    bad = [sk for sk in table.skipped if sk not in too_long]
+    too_long = [sk for sk in table.skipped if sk.too_long]
+    bad = [sk for sk in table.skipped if not sk.too_long]
     if bad and not args.skip_invalid:
         listing = "; ".join(f"line {sk.line}: {sk.reason}" for sk in bad[:20])
         raise ValueError(f"{path}: {len(bad)} bad line(s): {listing}. Fix them, or pass --skip-invalid "

@@ -43,20 +43,9 @@ class MainJobConfig:
     progress: bool = _help("progress bar per fine-tuning epoch", default=True)
 
 
-def _model_file(model: str) -> str:
-    from .api import shipped_model_dir
-
-    path = Path(model) if model else shipped_model_dir()
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained model not found: {path}")
-    return str(path)
-
-
 def run_main_job(cfg: MainJobConfig) -> dict:
     """Run the main job (see the module docstring); returns what ``main_job.json`` holds."""
-    from .api import load_pretrained
+    from .api import _resolve, load_pretrained
     from .baselines import run_ecfp4_rf
     from .benchmark import machine_info
     from .datasets import get_spec
@@ -64,12 +53,14 @@ def run_main_job(cfg: MainJobConfig) -> dict:
     from .frozen import run_frozen
     from .summary import run_summary
 
+    if cfg.finetune and (cfg.epochs < 1 or cfg.batch_size < 1):
+        raise ValueError(f"epochs and batch_size must be >= 1 (got {cfg.epochs}, {cfg.batch_size})")
+    model_file = str(_resolve(cfg.model or None)[0])  # a .pt file, a model folder, or the shipped model
     t_start = time.perf_counter()
     out = Path(cfg.out or f"runs/{cfg.dataset}_{cfg.split}")
     summary, split, dataset = run_summary(cfg.dataset, cfg.data_dir or None, split=cfg.split, seed=cfg.seed,
                                           out=out)
     metric = get_spec(cfg.dataset).metric
-    model_file = _model_file(cfg.model)
     rows: list[dict] = []
 
     t0 = time.perf_counter()

@@ -28,6 +28,7 @@ class SkippedLine:
     line: int
     reason: str
     text: str
+    too_long: bool = False  # readable, but longer than the positions allowed (not a data error)
 
 
 @dataclass
@@ -127,6 +128,7 @@ def read_pairs(path, cfg, vocab: Optional[Vocabulary] = None) -> Tuple[PairTable
     sources, targets, lines, skipped, src_ids, tgt_ids = [], [], [], [], [], []
     for line, text, src, tgt, err in rows:
         ids: List[List[int]] = []
+        too_long = False
         if not err:
             for side, smi, limit in (("source", src, limits[0]), ("target", tgt, limits[1])):
                 if check:
@@ -145,9 +147,10 @@ def read_pairs(path, cfg, vocab: Optional[Vocabulary] = None) -> Tuple[PairTable
                         ids.append(vocab.encode(tokens, max_positions=limit, on_overflow="error"))
                     except SequenceTooLongError as exc:
                         err = f"{side} needs {exc.length} positions (<s>, </s> included), more than {limit}"
+                        too_long = True
                         break
         if err:
-            skipped.append(SkippedLine(line, err, text))
+            skipped.append(SkippedLine(line, err, text, too_long=too_long))
             continue
         sources.append(src)
         targets.append(tgt)

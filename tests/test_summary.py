@@ -58,3 +58,11 @@ def test_main_job_finetunes_and_prints_the_three_scores(tmp_path, capsys):
     assert all(math.isfinite(r["test"]) for r in report["results"])
     assert report["finetune"]["argv"].count("--max-epoch") == 1
     assert Path(report["results"][0]["checkpoint"]).is_file()
+
+
+def test_main_job_refuses_bad_settings_before_any_work(tmp_path, capsys):
+    assert main(["run", "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["run", "--epochs", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr()
+    assert "missing.pt" in err.err and "epochs and batch_size must be >= 1" in err.err
+    assert "rows kept" not in err.out and not (tmp_path / "o").exists()  # nothing ran, nothing written
