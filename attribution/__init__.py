@@ -14,25 +14,18 @@
   fragments, Murcko scaffold / side chains, user SMARTS.
 * :mod:`.draw` -- atom-coloured PNG/SVG with a colour bar, grids, an HTML report (headless).
 * :mod:`.cli` -- the ``bartsmiles-attribute`` command.
+
+Its errors (``AttributionError``, ``TargetError``, ``ConvergenceError``, ``ConvergenceWarning``,
+and the ``InvalidSmilesError`` / ``SmilesTooLongError`` every part of bartsmiles raises) are in
+:mod:`bartsmiles.errors`.
 """
-from .integrated_gradients import (
-    BASELINES,
-    Attribution,
-    AttributionError,
-    Attributor,
-    ConvergenceError,
-    ConvergenceWarning,
-    InvalidSmilesError,
-    NeuronAttributor,
-    SmilesTooLongError,
-    TargetError,
-)
+from .integrated_gradients import BASELINES, Attributor, NeuronAttributor
 from .mapping import AtomMapping, map_token_scores, token_atom_matrix
+from .result import Attribution
 from .substructures import FunctionalGroup, brics_fragments, functional_groups, scaffold_parts, substructure_table
 
 __all__ = [
-    "Attributor", "NeuronAttributor", "Attribution", "AttributionError", "InvalidSmilesError",
-    "SmilesTooLongError", "TargetError", "ConvergenceError", "ConvergenceWarning", "BASELINES",
+    "Attributor", "NeuronAttributor", "Attribution", "BASELINES",
     "AtomMapping", "map_token_scores", "token_atom_matrix", "FunctionalGroup", "functional_groups",
     "substructure_table", "brics_fragments", "scaffold_parts",
 ]

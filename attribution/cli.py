@@ -26,6 +26,14 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
+import pandas as pd
+
+from bartsmiles.core.files import check_writable, read_csv
+from bartsmiles.errors import AttributionError, InvalidSmilesError, MissingColumnError, run_handler
+
+from .draw import draw_attribution, draw_grid, write_html_report
+from .integrated_gradients import Attributor, NeuronAttributor
+
 __all__ = ["main", "build_parser"]
 
 
@@ -64,12 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _inputs(args) -> list[str]:
     smiles = list(args.smiles)
     if args.csv:
-        import pandas as pd
-
-        frame = pd.read_csv(args.csv)
+        frame = read_csv(args.csv)
         if args.smiles_column not in frame.columns:
-            raise SystemExit(f"bartsmiles-attribute: no column {args.smiles_column!r} in {args.csv} "
-                             f"(columns: {list(frame.columns)})")
+            raise MissingColumnError(f"no column {args.smiles_column!r} in {args.csv} "
+                                     f"(columns: {list(frame.columns)})")
         smiles += ["" if pd.isna(s) else str(s) for s in frame[args.smiles_column]]
     return smiles
 
@@ -79,17 +85,19 @@ def _user_smarts(items: Sequence[str]) -> dict:
     for item in items:
         name, sep, pattern = item.partition("=")
         if not sep or not name or not pattern:
-            raise SystemExit(f"bartsmiles-attribute: --smarts wants NAME=SMARTS, got {item!r}")
+            raise AttributionError(f"--smarts wants NAME=SMARTS, got {item!r}")
         out[name] = pattern
     return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import pandas as pd
-
-    from .integrated_gradients import Attributor, InvalidSmilesError, NeuronAttributor
-
     args = build_parser().parse_intermixed_args(argv)  # SMILES may follow options
+    return run_handler("bartsmiles-attribute", lambda: _attribute(args))
+
+
+def _attribute(args) -> int:
+    out = Path(args.out)
+    check_writable(out / "summary.csv", make_folder=True)  # before any work: the output folder must be usable
     smiles = _inputs(args)
     if not smiles:
         print("bartsmiles-attribute: no SMILES given (positional or --csv)", file=sys.stderr)
@@ -114,8 +122,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             good.append(i)
         except InvalidSmilesError as exc:
             errors.append({"row": i, "smiles": s, "error": str(exc).replace("at index 0", f"at row {i}")})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if errors:
         pd.DataFrame(errors).to_csv(out / "errors.csv", index=False)
         for e in errors:
@@ -159,8 +165,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (out / "attributions.json").write_text(json.dumps({"model": str(args.model), "molecules": records,
                                                        "errors": errors}, indent=1))
     if not args.no_images:
-        from .draw import draw_attribution, draw_grid, write_html_report
-
         (out / "images").mkdir(exist_ok=True)
         names = []
         for row, a in zip(good, results):

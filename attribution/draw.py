@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from rdkit.Chem import rdDepictor
+from rdkit.Chem.Draw import SimilarityMaps, rdMolDraw2D
+
+from bartsmiles.core.chem import parse_smiles
 
 __all__ = ["atom_colors", "molecule_image", "draw_attribution", "draw_grid", "write_html_report"]
 
@@ -27,7 +31,7 @@ STYLES = ("atoms", "similarity")
 
 
 def _cmap(name: str):
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is optional (the viz extra)
 
     return matplotlib.colormaps[name]
 
@@ -48,7 +52,6 @@ def atom_colors(scores: Sequence[float], cmap: str = "bwr", vmax: Optional[float
 
 def _unpack(item, scores):
     """(mol, scores, title) from an Attribution or a (mol/SMILES, scores) pair."""
-    from bartsmiles.chem import parse_smiles
 
     if scores is None and hasattr(item, "atom_scores"):
         title = f"{item.smiles}\n{item.quantity}: {item.output:.3g} (baseline {item.baseline_output:.3g})"
@@ -63,9 +66,6 @@ def _unpack(item, scores):
 def molecule_image(mol, scores, *, fmt: str = "png", style: str = "atoms", size=(400, 300), cmap: str = "bwr",
                    vmax: Optional[float] = None) -> bytes | str:
     """The RDKit drawing alone: PNG bytes or SVG text, atoms coloured by ``scores``."""
-    from rdkit.Chem import rdDepictor
-    from rdkit.Chem.Draw import SimilarityMaps, rdMolDraw2D
-
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     if fmt not in ("png", "svg"):
@@ -149,6 +149,7 @@ def draw_attribution(item, path: Optional[str | os.PathLike] = None, *, scores=N
 
 
 def _figure(w_in: float, h_in: float):
+    # lazy: matplotlib is optional (the viz extra)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -158,7 +159,7 @@ def _figure(w_in: float, h_in: float):
 
 
 def _show(ax, png: bytes, title: str) -> None:
-    import matplotlib.image as mpimg
+    import matplotlib.image as mpimg  # lazy: matplotlib is optional (the viz extra)
 
     ax.imshow(mpimg.imread(io.BytesIO(png), format="png"))
     ax.set_axis_off()
@@ -167,6 +168,7 @@ def _show(ax, png: bytes, title: str) -> None:
 
 
 def _colorbar(fig, rect, v: float, cmap: str, label: str) -> None:
+    # lazy: matplotlib is optional (the viz extra)
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 

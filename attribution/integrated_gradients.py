@@ -42,20 +42,28 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from captum.attr import IntegratedGradients
 
-from .mapping import map_token_scores
-from .result import (
-    Attribution,
+from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.errors import (
     AttributionError,
+    CheckpointError,
     ConvergenceError,
     ConvergenceWarning,
     InvalidSmilesError,
     SmilesTooLongError,
     TargetError,
 )
+from bartsmiles.model.predictor import PropertyPredictor
+from bartsmiles.model.pretrained import load_pretrained
+from bartsmiles.model.resolve import resolve_checkpoint
+from bartsmiles.tasks.property_criterion import to_predictions
 
-__all__ = ["Attributor", "NeuronAttributor", "Attribution", "AttributionError", "InvalidSmilesError",
-           "SmilesTooLongError", "TargetError", "ConvergenceError", "ConvergenceWarning", "BASELINES"]
+from .mapping import map_token_scores
+from .result import Attribution
+
+__all__ = ["Attributor", "NeuronAttributor", "BASELINES"]
 
 BASELINES = ("pad", "mask", "eos")
 SPECIALS = ("<s>", "</s>")
@@ -76,33 +84,19 @@ class _Loaded:
 
 def _load(model_or_checkpoint, *, need_head: bool) -> _Loaded:
     """Model, vocabulary, tokenizer and metadata from a checkpoint path or a loaded object."""
-    from bartsmiles.tokenizer import SmilesTokenizer
 
     obj = model_or_checkpoint
     if hasattr(obj, "_get_predictor"):  # a fitted BartSmilesClassifier / BartSmilesRegressor
         obj = obj._get_predictor()
     if isinstance(obj, (str, os.PathLike)):
-        from pathlib import Path
-
-        path = Path(obj)
-        if path.is_dir():
-            found = next((path / n for n in ("model.pt", "checkpoint_best.pt", "checkpoint_last.pt")
-                          if (path / n).is_file()), None)
-            if found is None:
-                raise FileNotFoundError(f"no model.pt / checkpoint_best.pt / checkpoint_last.pt in {path}")
-            path = found
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        from bartsmiles.finetuning import FinetuneError, PropertyPredictor
+        path = resolve_checkpoint(obj)
 
         try:
             obj = PropertyPredictor(path)
-        except FinetuneError:
+        except CheckpointError:
             if need_head:
                 raise AttributionError(f"{path} is not a fine-tuned property checkpoint (no prediction head): "
                                        f"use NeuronAttributor for a pretrained model") from None
-            from bartsmiles.api import load_pretrained
-
             obj = load_pretrained(path)
     if hasattr(obj, "task") and hasattr(obj, "meta") and hasattr(obj, "model"):  # PropertyPredictor
         meta = dict(obj.meta)
@@ -110,7 +104,7 @@ def _load(model_or_checkpoint, *, need_head: bool) -> _Loaded:
             raise AttributionError(f"tokenizer {meta.get('tokenizer')!r} is not supported for property checkpoints")
         model, vocab, tokenizer = obj.model, obj.task.vocab, SmilesTokenizer()
         limit = int(meta.get("max_positions") or model.encoder.max_positions())
-    elif hasattr(obj, "encode_ids") and hasattr(obj, "vocab"):  # bartsmiles.api.PretrainedModel
+    elif hasattr(obj, "encode_ids") and hasattr(obj, "vocab"):  # bartsmiles.model.pretrained.PretrainedModel
         if need_head:
             raise AttributionError("a pretrained model has no prediction head: use NeuronAttributor, or fine-tune it")
         model, vocab, tokenizer, meta = obj.model, obj.vocab, obj.tokenizer, dict(obj.metadata or {})
@@ -138,26 +132,27 @@ class _IGBase:
 
     # inputs ---------------------------------------------------------------------------
     def _prepare(self, smiles) -> list[tuple[str, Any, list[int], int]]:
-        from bartsmiles.chem import InvalidSmilesError as ChemError
-        from bartsmiles.chem import parse_smiles
-
         if isinstance(smiles, str):
             smiles = [smiles]
         out = []
         for i, s in enumerate(smiles):
             if not isinstance(s, str) or not s.strip():
-                raise InvalidSmilesError(f"SMILES at index {i} is empty or not a string: {s!r}", i, s)
+                raise InvalidSmilesError(s, index=i, reason="empty or not a string",
+                                         message=f"SMILES at index {i} is empty or not a string: {s!r}")
             s = s.strip()
             if ">" in s:
-                raise InvalidSmilesError(f"SMILES at index {i} is a reaction ({s!r}): attribute one molecule", i, s)
+                raise InvalidSmilesError(s, index=i, reason="a reaction, not a molecule",
+                                         message=f"SMILES at index {i} is a reaction ({s!r}): attribute one molecule")
             try:
                 mol = parse_smiles(s)
                 alignment = self.tokenizer.align(s)
-            except (ChemError, ValueError) as exc:
-                raise InvalidSmilesError(f"invalid SMILES at index {i}: {s!r} ({exc})", i, s) from None
+            except ValueError as exc:  # InvalidSmilesError and TokenizationError are ValueErrors
+                raise InvalidSmilesError(s, index=i, reason=str(exc),
+                                         message=f"invalid SMILES at index {i}: {s!r} ({exc})") from None
             length = len(alignment.tokens) + 2
             if length > self.max_positions:
-                raise SmilesTooLongError(i, s, length, self.max_positions)
+                raise SmilesTooLongError(s, index=i, length=length, limit=self.max_positions,
+                                         hint="attribution does not truncate")
             ids = self.vocab.encode(alignment.tokens)
             out.append((s, alignment, ids, mol.GetNumAtoms()))
         if not out:
@@ -201,7 +196,6 @@ class _IGBase:
     def _run(self, smiles, *, target, target_name: str, quantity: str, baselines: str, n_steps: int,
              method: str, internal_batch_size: Optional[int], batch_size: int, replace_specials: bool,
              tolerance: float, on_delta: str, return_convergence_delta: bool):
-        from captum.attr import IntegratedGradients
 
         if on_delta not in ("warn", "raise", "ignore"):
             raise AttributionError(f"on_delta must be 'warn', 'raise' or 'ignore', got {on_delta!r}")
@@ -263,7 +257,7 @@ class Attributor(_IGBase):
     """Integrated gradients of a fine-tuned BARTSmiles property model (see the module docstring).
 
     ``model_or_checkpoint``: a fine-tuned checkpoint (``.pt`` or a folder holding ``model.pt`` /
-    ``checkpoint_best.pt``), a :class:`bartsmiles.finetuning.PropertyPredictor` or a fitted
+    ``checkpoint_best.pt``), a :class:`bartsmiles.model.predictor.PropertyPredictor` or a fitted
     :class:`bartsmiles.estimators.BartSmilesClassifier` / ``BartSmilesRegressor``.
     ``output``: ``"logit"`` (the head's raw output, default) or ``"prediction"`` (probability for
     classification, value in original units for regression).
@@ -284,8 +278,6 @@ class Attributor(_IGBase):
         logits, _ = self.model(src, lengths, prev, features_only=True, classification_head_name=self.head,
                                token_embeddings=emb)
         if self.output == "prediction":
-            from bartsmiles.tasks.property_criterion import to_predictions
-
             logits = to_predictions(logits, self.meta)
         return logits
 
@@ -335,11 +327,11 @@ class NeuronAttributor(_IGBase):
     """Integrated gradients of one pooled encoder feature (a "neuron") of a frozen model.
 
     The quantity is feature ``k`` of the encoder output pooled over the molecule, as
-    :meth:`bartsmiles.api.PretrainedModel.encode` computes it (``pooling="mean"`` over all non-pad
+    :meth:`bartsmiles.model.pretrained.PretrainedModel.encode` computes it (``pooling="mean"`` over all non-pad
     positions, ``<s>``/``</s>`` included; ``"bos"``; ``"eos"``) -- the features the neuron probe
-    (:mod:`bartsmiles.probe`) selects from.  Captum's IG runs on a wrapper that returns that
+    (:mod:`bartsmiles.evaluation.probe`) selects from.  Captum's IG runs on a wrapper that returns that
     neuron from the encoder's input embeddings, so everything in the module docstring holds
-    (baselines, delta, atoms).  ``model``: a :class:`bartsmiles.api.PretrainedModel` or anything
+    (baselines, delta, atoms).  ``model``: a :class:`bartsmiles.model.pretrained.PretrainedModel` or anything
     :class:`Attributor` takes (a fine-tuned model's encoder is used; its head is ignored).
     """
 

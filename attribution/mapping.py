@@ -1,6 +1,6 @@
 """Token scores -> atom scores, through the tokenizer's exact atom alignment.
 
-The rule (one token at a time; ``alignment`` is :meth:`bartsmiles.tokenizer.SmilesTokenizer.align`):
+The rule (one token at a time; ``alignment`` is :meth:`bartsmiles.core.tokenizer.SmilesTokenizer.align`):
 
 1. **atom token** (``C``, ``[nH+]``, ``Cl``; a SentencePiece piece covering several atoms): its
    score is shared equally among the atoms it stands for (``alignment.atoms[t]``).

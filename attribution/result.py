@@ -1,7 +1,6 @@
-"""What an attribution returns and how it fails: the :class:`Attribution` result and the errors.
+"""What an attribution returns: the :class:`Attribution` result of one quantity of one molecule.
 
-Used by :mod:`bartsmiles.attribution.integrated_gradients`, which re-exports every name here.
-No torch import.
+Its errors live with every other error in :mod:`bartsmiles.errors`.  No torch import.
 """
 from __future__ import annotations
 
@@ -9,42 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["Attribution", "AttributionError", "InvalidSmilesError", "SmilesTooLongError", "TargetError",
-           "ConvergenceError", "ConvergenceWarning"]
+from bartsmiles.core.chem import parse_smiles
 
+from .substructures import substructure_table
 
-class AttributionError(ValueError):
-    """An attribution request that cannot be carried out (the message says why)."""
-
-
-class InvalidSmilesError(AttributionError):
-    """A SMILES that cannot be tokenized, aligned or parsed; ``index`` is its input position."""
-
-    def __init__(self, message: str, index: int, smiles: Any):
-        super().__init__(message)
-        self.index, self.smiles = index, smiles
-
-
-class SmilesTooLongError(InvalidSmilesError):
-    """A SMILES that needs more positions (``length``, <s> and </s> included) than the model's ``limit``."""
-
-    def __init__(self, index: int, smiles: str, length: int, limit: int):
-        super().__init__(f"SMILES at index {index} needs {length} positions (<s> and </s> included) but the "
-                         f"model takes at most {limit}; attribution does not truncate: {smiles!r}", index, smiles)
-        self.length, self.limit = length, limit
-
-
-class TargetError(AttributionError, IndexError):
-    """A target (output or neuron index) the model does not have."""
-
-
-class ConvergenceError(RuntimeError):
-    """The convergence delta of integrated gradients is above the tolerance (raise more ``n_steps``)."""
-
-
-class ConvergenceWarning(UserWarning):
-    """The convergence delta of integrated gradients is above the tolerance."""
+__all__ = ["Attribution"]
 
 
 @dataclass
@@ -86,13 +56,9 @@ class Attribution:
 
     @property
     def mol(self):
-        from bartsmiles.chem import parse_smiles
-
         return parse_smiles(self.smiles)
 
     def token_frame(self):
-        import pandas as pd
-
         rows = [{"position": 0, "token": "<s>", "score": self.special_scores["<s>"], "atoms": (), "rule": "remainder"}]
         for t, (tok, s) in enumerate(zip(self.tokens, self.token_scores)):
             atoms = tuple(self.alignment.atoms[t]) or tuple(self.alignment.joins[t])
@@ -103,8 +69,6 @@ class Attribution:
         return pd.DataFrame(rows)
 
     def atom_frame(self):
-        import pandas as pd
-
         mol = self.mol
         return pd.DataFrame({"atom": np.arange(mol.GetNumAtoms()),
                              "symbol": [a.GetSymbol() for a in mol.GetAtoms()],
@@ -112,7 +76,6 @@ class Attribution:
 
     def substructures(self, **kwargs):
         """:func:`bartsmiles.attribution.substructures.substructure_table` of this molecule."""
-        from .substructures import substructure_table
 
         return substructure_table(self.mol, self.atom_scores, **kwargs)
 

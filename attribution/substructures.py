@@ -8,7 +8,7 @@ its atom count).  Four sources of substructures, each optional:
   Patterns overlap (an aromatic nitro is also a nitro), so these rows do not add up to the total.
 * ``brics`` -- BRICS fragments (the molecule cut at the bonds ``BRICS.FindBRICSBonds`` returns):
   a partition of the atoms, so these rows add up to the sum of the atom scores.
-* ``scaffold`` -- the Bemis-Murcko scaffold (as :func:`bartsmiles.chem.murcko_scaffold` computes
+* ``scaffold`` -- the Bemis-Murcko scaffold (as :func:`bartsmiles.core.chem.murcko_scaffold` computes
   it) and each connected side chain: also a partition.
 * ``user`` -- SMARTS given by the caller, ``{name: smarts}``: one row per match.
 
@@ -24,6 +24,11 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from rdkit import Chem
+from rdkit.Chem import BRICS
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+from bartsmiles.core.chem import match_smarts, parse_smiles
 
 __all__ = ["FunctionalGroup", "functional_groups", "substructure_table", "brics_fragments",
            "scaffold_parts", "smarts_matches", "COLUMNS"]
@@ -56,16 +61,11 @@ def _load_groups(path: str) -> tuple[FunctionalGroup, ...]:
 
 
 def _mol(mol_or_smiles):
-    from rdkit import Chem
-
-    from bartsmiles.chem import parse_smiles
-
     return mol_or_smiles if isinstance(mol_or_smiles, Chem.Mol) else parse_smiles(mol_or_smiles)
 
 
 def smarts_matches(mol, smarts: str) -> list[tuple[int, ...]]:
     """Unique matches of ``smarts`` (atom-index tuples); ValueError naming an invalid pattern."""
-    from bartsmiles.chem import match_smarts
 
     return match_smarts(_mol(mol), smarts)
 
@@ -98,8 +98,6 @@ def _components(n_atoms: int, edges: Iterable[tuple[int, int]], keep: Optional[s
 
 def brics_fragments(mol) -> list[tuple[int, ...]]:
     """Atom sets of the BRICS fragments of ``mol`` (a partition of its atoms)."""
-    from rdkit.Chem import BRICS
-
     mol = _mol(mol)
     cut = {tuple(sorted(pair)) for pair, _labels in BRICS.FindBRICSBonds(mol)}
     edges = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()
@@ -109,9 +107,6 @@ def brics_fragments(mol) -> list[tuple[int, ...]]:
 
 def scaffold_parts(mol) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
     """(scaffold atoms, side chains as connected atom sets); an acyclic molecule has no scaffold."""
-    from rdkit import Chem
-    from rdkit.Chem.Scaffolds import MurckoScaffold
-
     mol = Chem.Mol(_mol(mol))
     for atom in mol.GetAtoms():
         atom.SetIntProp("_bartsmiles_idx", atom.GetIdx())
@@ -123,8 +118,6 @@ def scaffold_parts(mol) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
 
 
 def _fragment_smiles(mol, atoms: Sequence[int]) -> str:
-    from rdkit import Chem
-
     return Chem.MolFragmentToSmiles(mol, atomsToUse=list(atoms)) if atoms else ""
 
 

@@ -5,7 +5,7 @@
 >>> clf.save("my_model"); BartSmilesClassifier.load("my_model").predict(new_smiles)
 
 ``fit`` writes the molecules to a CSV plus a split file and calls
-:func:`bartsmiles.finetuning.finetune` -- the same ``fairseq-train`` code path as
+:func:`bartsmiles.training.finetuning.finetune` -- the same ``fairseq-train`` code path as
 ``bartsmiles finetune`` -- so the model is the paper's recipe (Adam, polynomial decay with 16 %
 warmup, clip-norm 0.1, weight decay 0.01) with the hyperparameters given here.
 
@@ -18,17 +18,17 @@ Parameters (stored as given, as scikit-learn requires; ``get_params``/``set_para
 ``arch``
     architecture used without a pretrained checkpoint (default ``bartsmiles_small``).
 ``epochs``, ``batch_size``, ``lr``, ``dropout``, ``seed``
-    as in :class:`~bartsmiles.finetuning.FinetuneConfig`; ``seed`` also seeds the internal
+    as in :class:`~bartsmiles.training.finetuning.FinetuneConfig`; ``seed`` also seeds the internal
     validation split.
 ``pos_weight`` (classifier)
     ``"none"``, ``"auto"`` (n_neg / n_pos per task) or a number.
 ``average_last``
     ``k > 0``: predict with the average of ``k`` consecutive epoch checkpoints ending at the best
-    validation epoch (:func:`bartsmiles.averaging.average_last_epochs`; the paper uses 4). All
+    validation epoch (:func:`bartsmiles.model.averaging.average_last_epochs`; the paper uses 4). All
     epoch checkpoints are then kept on disk during fit. ``0``: the best checkpoint.
 ``grid``
     ``None`` or a dict with lists under ``"lr"`` and/or ``"dropout"``: one fine-tuning run per
-    combination, selected on the validation metric (:func:`bartsmiles.finetuning.grid_search`);
+    combination, selected on the validation metric (:func:`bartsmiles.training.grid.grid_search`);
     ``best_params_`` and ``grid_results_`` record the outcome.
 ``valid_fraction``
     size of the internal validation split when ``fit`` gets no ``valid=`` (default 0.1). The split
@@ -58,20 +58,359 @@ convention; RMSE is in ``valid_score_`` when the metric is rmse).
 """
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import check_is_fitted
 
-from .estimator_base import (  # noqa: F401  (re-exported)
-    _GRID_KEYS, ESTIMATOR_FILE, _as_float, _BartSmilesEstimator, _check_smiles, _silenced, _smiles_list,
-    _task_names, _text, _validation_split,
-)
+from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.metrics import roc_auc
+from bartsmiles.core.splits import Split
+from bartsmiles.errors import InvalidSmilesError
+from bartsmiles.model.averaging import average_last_epochs
+from bartsmiles.model.checkpoint import export_model, safe_load
+from bartsmiles.model.prediction import predict_rows
+from bartsmiles.model.predictor import PropertyPredictor
+from bartsmiles.model.resolve import resolve_checkpoint, shipped_model_dir
+from bartsmiles.training.finetuning import FinetuneConfig, finetune
+from bartsmiles.training.grid import grid_search
 
 __all__ = ["BartSmilesClassifier", "BartSmilesRegressor", "ESTIMATOR_FILE"]
 
+logger = logging.getLogger(__name__)
 
+ESTIMATOR_FILE = "estimator.json"
+_GRID_KEYS = ("lr", "dropout")
+
+
+# ----------------------------------------------------------------------------- input helpers
+
+
+def _smiles_list(X: Any, what: str = "smiles") -> list:
+    """The SMILES of ``X`` as a list of raw values (see :mod:`bartsmiles.estimators`)."""
+    if isinstance(X, pd.DataFrame):
+        if X.shape[1] == 1:
+            return X.iloc[:, 0].tolist()
+        matches = [c for c in X.columns if str(c).lower() == "smiles"]
+        if len(matches) == 1:
+            return X[matches[0]].tolist()
+        raise ValueError(f"{what}: a DataFrame needs a single column or a column named 'smiles' "
+                         f"(columns: {[str(c) for c in X.columns]})")
+    if isinstance(X, pd.Series):
+        return X.tolist()
+    if isinstance(X, str):
+        raise TypeError(f"{what}: expected a sequence of SMILES, got a single string; wrap it in a list")
+    arr = np.asarray(X, dtype=object)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D sequence of SMILES, got shape {arr.shape}")
+    return arr.tolist()
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _check_smiles(smiles: list) -> tuple[list[int], list[tuple[int, str, str]]]:
+    """(indices of parsable rows, [(row, smiles, reason)] of the others)."""
+
+    ok, bad = [], []
+    for i, value in enumerate(smiles):
+        text = _text(value)
+        try:
+            parse_smiles(text)
+        except InvalidSmilesError as exc:
+            bad.append((i, text, exc.reason or "unparsable"))
+            continue
+        ok.append(i)
+    return ok, bad
+
+
+def _task_names(y: Any, n_tasks: int) -> list[str]:
+    if isinstance(y, pd.DataFrame):
+        names = [str(c) for c in y.columns]
+    elif isinstance(y, pd.Series) and y.name is not None:
+        names = [str(y.name)]
+    else:
+        names = ["y"] if n_tasks == 1 else [f"task{j}" for j in range(n_tasks)]
+    usable = (len(set(names)) == len(names)
+              and all(n and "," not in n and n.strip() == n and n.lower() != "smiles" for n in names))
+    return names if usable else (["y"] if n_tasks == 1 else [f"task{j}" for j in range(n_tasks)])
+
+
+def _as_float(values: np.ndarray, what: str) -> np.ndarray:
+    try:
+        return np.asarray(pd.DataFrame(values).apply(pd.to_numeric, errors="raise"), dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what}: labels must be numeric ({exc})") from None
+
+
+def _silenced(progress: bool):
+    @contextmanager
+    def quiet():
+        if progress:
+            yield
+            return
+        names = ("fairseq", "fairseq_cli", "bartsmiles", "hydra")
+        saved = {n: logging.getLogger(n).level for n in names}
+        for n in names:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for n, level in saved.items():
+                logging.getLogger(n).setLevel(level)
+    return quiet()
+
+
+def _validation_split(Y: np.ndarray, classification: bool, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, valid) row indices: random, seeded; stratified on the first task for classification."""
+    n = len(Y)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    if classification:
+        key = np.where(np.isnan(Y[:, 0]), 2.0, Y[:, 0])
+        valid: list[int] = []
+        for value in np.unique(key):
+            members = rng.permutation(np.flatnonzero(key == value))
+            take = int(round(fraction * len(members)))
+            if value != 2.0 and len(members) >= 2:
+                take = min(max(take, 1), len(members) - 1)
+            valid.extend(int(i) for i in members[:take])
+    else:
+        n_valid = max(1, int(round(fraction * n)))
+        valid = [int(i) for i in rng.permutation(n)[:n_valid]]
+    valid_set = set(valid)
+    train = [i for i in range(n) if i not in valid_set]
+    if not train or not valid:
+        raise ValueError(f"{n} molecule(s) are too few for a train/validation split; pass valid=(smiles, y)")
+    return train, sorted(valid)
+
+
+# ----------------------------------------------------------------------------- the shared machinery
+
+
+class _BartSmilesEstimator(BaseEstimator):
+    """Shared fit/predict machinery; subclasses set ``_task_type`` and the label handling."""
+
+    _task_type = ""
+
+    # -- labels (overridden) -------------------------------------------------------------
+    def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def _labels_2d(self, y: Any) -> tuple[np.ndarray, bool]:
+        values = y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else np.asarray(y, dtype=object)
+        one_d = values.ndim == 1
+        if one_d:
+            values = values.reshape(-1, 1)
+        if values.ndim != 2:
+            raise ValueError(f"y must be 1-D or 2-D, got shape {values.shape}")
+        return values, one_d
+
+    # -- pretrained model --------------------------------------------------------------------
+    def _pretrained_path(self) -> str:
+        if self.pretrained is None:
+            shipped = shipped_model_dir() / "model.pt"
+            if shipped.is_file():
+                return str(shipped)
+            logger.warning("no shipped pretrained model (%s): fine-tuning a randomly initialized %s",
+                           shipped, self.arch)
+            return ""
+        if not self.pretrained:
+            return ""
+        return str(resolve_checkpoint(self.pretrained))
+
+    def _run_dir(self) -> Path:
+        if self.work_dir is None:
+            folder = tempfile.mkdtemp(prefix="bartsmiles-fit-")
+            weakref.finalize(self, shutil.rmtree, folder, True)
+            return Path(folder)
+        Path(self.work_dir).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="fit-", dir=self.work_dir))
+
+    def _finetune_config(self, csv: Path, split: Path, save_dir: Path, names: list[str]):
+        pretrained = self._pretrained_path()
+        pos_weight = getattr(self, "pos_weight", None)
+        return FinetuneConfig(
+            data=str(csv), pretrained=pretrained, arch="" if pretrained else self.arch, save_dir=str(save_dir),
+            smiles_column="smiles", target_columns=tuple(names), task_type=self._task_type, split=str(split),
+            epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr), dropout=float(self.dropout),
+            seed=int(self.seed), pos_weight="none" if pos_weight is None else str(pos_weight),
+            keep_last_epochs=-1 if self.average_last else 1, cpu=self.cpu, score_test=False,
+            progress=bool(self.progress),
+        )
+
+    # -- fit ---------------------------------------------------------------------------------
+    def fit(self, smiles: Any, y: Any, valid: Optional[tuple[Any, Any]] = None):
+        """Fine-tune on ``smiles``/``y``; ``valid=(smiles_v, y_v)`` replaces the internal split."""
+
+        X = _smiles_list(smiles)
+        Y = self._encode_labels(y)
+        if len(X) != len(Y):
+            raise ValueError(f"smiles and y have different lengths ({len(X)} and {len(Y)})")
+        names = _task_names(y, Y.shape[1])
+        ok, bad = _check_smiles(X)
+        self.invalid_rows_ = bad
+        if bad:
+            warnings.warn(f"fit: {len(bad)} invalid SMILES dropped: rows {[r for r, _, _ in bad][:50]}"
+                          f"{' ...' if len(bad) > 50 else ''}", UserWarning, stacklevel=2)
+        train_smiles, train_y = [_text(X[i]) for i in ok], Y[ok]
+        if valid is not None:
+            Xv = _smiles_list(valid[0], "valid smiles")
+            Yv = self._encode_labels(valid[1], refit=False)
+            if len(Xv) != len(Yv) or Yv.shape[1] != Y.shape[1]:
+                raise ValueError(f"valid: {len(Xv)} SMILES, labels of shape {Yv.shape}; expected "
+                                 f"{Y.shape[1]} task(s) per SMILES")
+            ok_v, bad_v = _check_smiles(Xv)
+            if bad_v:
+                warnings.warn(f"fit: {len(bad_v)} invalid validation SMILES dropped: rows "
+                              f"{[r for r, _, _ in bad_v][:50]}", UserWarning, stacklevel=2)
+            all_smiles = train_smiles + [_text(Xv[i]) for i in ok_v]
+            all_y = np.concatenate([train_y, Yv[ok_v]])
+            train_idx, valid_idx = list(range(len(train_smiles))), list(range(len(train_smiles), len(all_smiles)))
+        else:
+            all_smiles, all_y = train_smiles, train_y
+            train_idx, valid_idx = _validation_split(all_y, self._task_type == "classification",
+                                                     float(self.valid_fraction), int(self.seed))
+        run_dir = self._run_dir()
+        csv, split = run_dir / "data.csv", run_dir / "split.json"
+        frame = pd.DataFrame(all_y, columns=names)
+        frame.insert(0, "smiles", all_smiles)
+        frame.to_csv(csv, index=False)
+        Split(train=train_idx, valid=valid_idx, test=[], kind="random", seed=int(self.seed)).save(split)
+        cfg = self._finetune_config(csv, split, run_dir / "run", names)
+
+        self.best_params_ = {"lr": float(self.lr), "dropout": float(self.dropout)}
+        self.grid_results_ = None
+        with _silenced(self.progress):
+            if self.grid:
+                unknown = sorted(set(self.grid) - set(_GRID_KEYS))
+                if unknown:
+                    raise ValueError(f"grid keys must be among {_GRID_KEYS}, got {unknown}")
+                best_cfg, table = grid_search(cfg, self.grid.get("lr", [self.lr]),
+                                              self.grid.get("dropout", [self.dropout]))
+                row = next(r for r in table if r["best"])
+                self.grid_results_ = table
+                self.best_params_ = {"lr": best_cfg.lr, "dropout": best_cfg.dropout}
+                save_dir, checkpoint, self.metric_, self.valid_score_ = (
+                    best_cfg.save_dir, row["best_checkpoint"], row["metric"], row["valid"])
+            else:
+                result = finetune(cfg)
+                save_dir, checkpoint, self.metric_, self.valid_score_ = (
+                    result.save_dir, result.best_checkpoint, result.metric, result.best_valid_metric)
+            if self.average_last:
+                checkpoint = str(average_last_epochs(save_dir, int(self.average_last), around="best"))
+        self.checkpoint_ = str(checkpoint)
+        self.run_dir_ = str(run_dir)
+        self.task_names_ = names
+        self.n_tasks_ = len(names)
+        self._predictor = None
+        return self
+
+    # -- predict -----------------------------------------------------------------------------
+    def _get_predictor(self):
+        check_is_fitted(self, "checkpoint_")
+        if getattr(self, "_predictor", None) is None:
+            self._predictor = PropertyPredictor(self.checkpoint_)
+        return self._predictor
+
+    def _raw_predict(self, smiles: Any) -> tuple[np.ndarray, list[str]]:
+        """(n, n_tasks) probabilities / values, NaN for invalid rows; and the per-row errors."""
+
+        X = _smiles_list(smiles)
+        preds, errors, _ = predict_rows(self._get_predictor(), X, on_overflow="truncate")
+        bad = [i for i, e in enumerate(errors) if e]
+        if bad:
+            warnings.warn(f"{len(bad)} SMILES cannot be predicted (NaN): rows {bad[:50]}"
+                          f"{' ...' if len(bad) > 50 else ''}", UserWarning, stacklevel=3)
+        return preds, errors
+
+    def predict_frame(self, df: pd.DataFrame | Sequence[str], smiles_column: str = "smiles") -> pd.DataFrame:
+        """A DataFrame with ``df``'s index, one column per task (probability of the positive class,
+        or the value) and ``error`` ("" or why the row has NaN; named ``bartsmiles_error`` when a
+        task is called ``error``)."""
+        if isinstance(df, pd.DataFrame):
+            if smiles_column not in df.columns:
+                raise KeyError(f"no column {smiles_column!r} in the DataFrame (columns: {list(df.columns)})")
+            smiles, index = df[smiles_column], df.index
+        else:
+            smiles = df
+            index = df.index if isinstance(df, pd.Series) else None
+        preds, errors = self._raw_predict(smiles)
+        out = pd.DataFrame(preds, columns=self.task_names_, index=index)
+        out["error" if "error" not in self.task_names_ else "bartsmiles_error"] = errors
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+    def _fitted_state(self) -> dict:
+        return {"task_names_": self.task_names_, "n_tasks_": self.n_tasks_, "metric_": self.metric_,
+                "valid_score_": self.valid_score_, "best_params_": self.best_params_,
+                "grid_results_": self.grid_results_,
+                "invalid_rows_": [list(r) for r in getattr(self, "invalid_rows_", [])]}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fine-tuned model (``PATH/model.pt`` + ``dict.txt``) and ``PATH/estimator.json``."""
+
+        check_is_fitted(self, "checkpoint_")
+        folder = Path(path)
+        meta = safe_load(self.checkpoint_).get("task_state", {}).get("bartsmiles", {})
+        scaling = ({"mean": meta["target_mean"], "std": meta["target_std"]}
+                   if meta.get("target_mean") is not None else None)
+        export_model(self.checkpoint_, folder, fp16=False,
+                     extra_metadata={"label_names": list(self.task_names_), "task_type": self._task_type,
+                                     "target_scaling": scaling})
+        record = {"class": type(self).__name__, "params": self.get_params(deep=False),
+                  "fitted": self._fitted_state()}
+        (folder / ESTIMATOR_FILE).write_text(json.dumps(record, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """An estimator saved with :meth:`save`, ready to predict (and to refit)."""
+        folder = Path(path)
+        record = json.loads((folder / ESTIMATOR_FILE).read_text())
+        if record.get("class") != cls.__name__:
+            raise ValueError(f"{folder} holds a {record.get('class')}, not a {cls.__name__}")
+        known = cls._get_param_names()
+        est = cls(**{k: v for k, v in record["params"].items() if k in known})
+        fitted = record["fitted"]
+        for key, value in fitted.items():
+            setattr(est, key, value)
+        est.invalid_rows_ = [tuple(r) for r in fitted.get("invalid_rows_", [])]
+        est._restore_fitted(fitted)
+        est.checkpoint_ = str(folder / "model.pt")
+        est.run_dir_ = None
+        est._predictor = None
+        return est
+
+    def _restore_fitted(self, fitted: dict) -> None:
+        pass
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_predictor"] = None  # reloaded from checkpoint_ on demand
+        return state
+
+
+# ----------------------------------------------------------------------------- the estimators
 class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
     """Fine-tuned BARTSmiles classifier (one or several binary tasks); see the module docstring."""
 
@@ -167,7 +506,6 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
 
     def score(self, smiles: Any, y: Any, sample_weight=None) -> float:
         """Mean ROC-AUC over the tasks (masked; rows with invalid SMILES left out)."""
-        from .metrics import roc_auc
 
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported")
@@ -216,7 +554,6 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
 
     def score(self, smiles: Any, y: Any, sample_weight=None) -> float:
         """Mean R² over the targets (masked; rows with invalid SMILES left out)."""
-        from sklearn.metrics import r2_score
 
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported")

@@ -1,15 +1,15 @@
 """SMILES-to-SMILES fine-tuning (retrosynthesis, forward reaction prediction): the model.
 
-* :class:`Seq2SeqConfig` -- a typed config; :func:`seq2seq_args` turns it (purely) into the
-  ``fairseq-train`` argument list of the ``smiles_seq2seq`` task (:mod:`bartsmiles.tasks.seq2seq`).
-  Both live in :mod:`bartsmiles.seq2seq_config` and are re-exported here.
+* :class:`~bartsmiles.training.seq2seq.Seq2SeqConfig` -- the typed config;
+  :func:`~bartsmiles.training.seq2seq.seq2seq_args` turns it (purely) into the ``fairseq-train``
+  argument list of the ``smiles_seq2seq`` task (:mod:`bartsmiles.tasks.seq2seq`).
 * :class:`BartSmilesSeq2Seq` -- ``fit(sources, targets)`` writes the pairs to
-  ``SAVE_DIR/data/{train,valid}.csv`` and trains through :func:`bartsmiles.training.fairseq_train`,
+  ``SAVE_DIR/data/{train,valid}.csv`` and trains through :func:`bartsmiles.training.runner.fairseq_train`,
   the same code path as the documented command; ``generate`` runs fairseq's
   ``SequenceGenerator`` (beam search) on the loaded model; ``save``/``load`` a model folder.
-* :func:`topk_accuracy` -- top-k exact match after RDKit canonicalization of the whole molecule
-  set (order-independent), plus the fraction of invalid top-1 SMILES; it lives, with the
-  candidate merging and aggregation below, in :mod:`bartsmiles.retro_metrics` (re-exported here).
+* :func:`merge_candidates` and :func:`aggregate_beams` -- how ``generate`` merges candidates
+  that are the same molecule set and ranks them over the beams of test-time augmentation.
+* Scoring against references (top-k accuracy) is :func:`bartsmiles.evaluation.retro.topk_accuracy`.
 
 The equivalent command line (``BartSmilesSeq2Seq.fit`` runs exactly ``model.argv``)::
 
@@ -54,23 +54,31 @@ Ties are broken by the candidate's first appearance (the un-augmented beam first
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .retro_metrics import AGGREGATES, _aggregate, _canonical, _merge_canonical, topk_accuracy  # noqa: F401  (re-exported)
-from .seq2seq_config import (  # noqa: F401  (re-exported)
-    CRITERIA,
-    Seq2SeqConfig,
-    Seq2SeqError,
-    resolve_config,
-    seq2seq_args,
-    updates_per_epoch,
-)
+import numpy as np
+import torch
+
+from bartsmiles.core.chem import canonicalize_set_or_none
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import CheckpointError, Seq2SeqError
+from bartsmiles.model.checkpoint import export_model, load_fairseq_state
+from bartsmiles.model.resolve import resolve_checkpoint
+from bartsmiles.tasks.seq2seq import STATE_KEY, SmilesSeq2SeqTask, randomize_molecules
+from bartsmiles.tasks.seq2seq_data import split_file
+from bartsmiles.training.finetuning import reset_fairseq_best
+from bartsmiles.training.runner import fairseq_train
+from bartsmiles.training.seq2seq import Seq2SeqConfig, resolve_config, seq2seq_args
+
+__all__ = ["BartSmilesSeq2Seq", "merge_candidates", "aggregate_beams", "AGGREGATES"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +101,48 @@ def _write_pairs(path: Path, sources: Sequence[str], targets: Sequence[str]) -> 
         writer.writerow(["source", "target"])
         for s, t in zip(sources, targets):
             writer.writerow([str(s).strip(), str(t).strip()])
+
+
+# ------------------------------------------------------------------------- candidates
+
+AGGREGATES = ("prob", "rank")
+
+
+def merge_candidates(cands: Sequence[tuple[str, float]], drop_invalid: bool = False) -> list[tuple[str, float]]:
+    """Candidates that are the same molecule set merged (best score kept), written canonically, best first.
+
+    An invalid SMILES is kept as generated, or dropped with ``drop_invalid``.
+    """
+    out: dict[str, float] = {}
+    for s, score in cands:
+        key = canonicalize_set_or_none(s)
+        if key is None:
+            if drop_invalid:
+                continue
+            key = s
+        if key not in out or score > out[key]:
+            out[key] = score
+    return sorted(out.items(), key=lambda kv: -kv[1])
+
+
+def aggregate_beams(beams: Sequence[Sequence[tuple[str, float]]], how: str, n_best: int,
+                    drop_invalid: bool = False) -> list[tuple[str, float]]:
+    """Rank aggregation of the canonical candidates of several beams (module docstring: Scores)."""
+    totals: dict[str, float] = {}
+    for cands in beams:
+        seen = set()
+        for rank, (s, score) in enumerate(cands, start=1):
+            key = canonicalize_set_or_none(s)
+            if key is None:
+                if drop_invalid:
+                    continue
+                key = s
+            if key in seen:  # the same molecule set twice in one beam counts once (its best rank)
+                continue
+            seen.add(key)
+            totals[key] = totals.get(key, 0.0) + (math.exp(score) if how == "prob" else 1.0 / rank)
+    order = sorted(totals.items(), key=lambda kv: -kv[1])  # stable: first appearance wins ties
+    return order[:n_best]
 
 
 # ------------------------------------------------------------------------------------- model
@@ -129,16 +179,9 @@ class BartSmilesSeq2Seq:
     def fit_data(self, data: Optional[str] = None) -> "BartSmilesSeq2Seq":
         """Train on a data folder (``config.data`` by default) as the ``fairseq-train`` command would."""
         cfg = dataclasses.replace(self.config, data=data or self.config.data)
-        from bartsmiles.tasks.seq2seq import split_file
-
         return self._train(cfg, n_train=_count_lines(split_file(cfg.data, "train")))
 
     def _train(self, cfg: Seq2SeqConfig, n_train: int) -> "BartSmilesSeq2Seq":
-        import bartsmiles.tasks.seq2seq  # noqa: F401  (registers smiles_seq2seq)
-
-        from .finetuning import _reset_fairseq_best
-        from .training import fairseq_train
-
         t0 = time.perf_counter()
         cfg = resolve_config(cfg)
         self.config = cfg
@@ -147,7 +190,7 @@ class BartSmilesSeq2Seq:
         save.mkdir(parents=True, exist_ok=True)
         (save / "seq2seq_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         (save / "fairseq_train_argv.json").write_text(json.dumps(self.argv, indent=2))
-        _reset_fairseq_best()
+        reset_fairseq_best()
         fairseq_train(self.argv)
         best = save / "checkpoint_best.pt"
         self._load_checkpoint(best if best.is_file() else save / "checkpoint_last.pt")
@@ -156,15 +199,10 @@ class BartSmilesSeq2Seq:
 
     # loading ------------------------------------------------------------------------------
     def _load_checkpoint(self, path) -> None:
-        import bartsmiles.tasks.seq2seq  # noqa: F401
-        from bartsmiles.tasks.seq2seq import STATE_KEY, SmilesSeq2SeqTask
-
-        from .checkpoint import load_fairseq_state
-
         state = load_fairseq_state(path)
         task_state = state.get("task_state") or {}
         if STATE_KEY not in task_state:
-            raise Seq2SeqError(f"{path} is not a smiles_seq2seq checkpoint (no task_state[{STATE_KEY!r}])")
+            raise CheckpointError(f"{path} is not a smiles_seq2seq checkpoint (no task_state[{STATE_KEY!r}])")
         cfg = state["cfg"]
         task = SmilesSeq2SeqTask.for_inference(cfg.task, task_state)
         model = task.build_model(cfg.model)
@@ -173,29 +211,17 @@ class BartSmilesSeq2Seq:
 
     @classmethod
     def load(cls, path) -> "BartSmilesSeq2Seq":
-        """A trained model from a checkpoint file or a folder (``model.pt``, ``checkpoint_best.pt`` or ``_last``)."""
-        path = Path(path)
-        if path.is_dir():
-            found = [path / n for n in ("model.pt", "checkpoint_best.pt", "checkpoint_last.pt") if (path / n).is_file()]
-            if not found:
-                raise FileNotFoundError(f"no model.pt / checkpoint_best.pt / checkpoint_last.pt in {path}")
-            path = found[0]
-        elif not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
+        """A trained model from a checkpoint file, model folder or run folder (:func:`~bartsmiles.model.resolve.resolve_checkpoint`)."""
         self = cls()
-        self._load_checkpoint(path)
+        self._load_checkpoint(resolve_checkpoint(path))
         return self
 
     def save(self, folder) -> Path:
         """Write ``folder/model.pt`` (+ ``dict.txt``), loadable with :meth:`load`; returns the file."""
-        from .checkpoint import export_model
-
         if self.checkpoint is None:
             raise Seq2SeqError("nothing to save: fit() or load() first")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        from .vocab import Vocabulary
-
         symbols = self.task.meta["dictionary"]
         symbols = symbols[:-1] if symbols[-1] == "<mask>" else symbols
         Vocabulary(symbols=list(symbols), counts=[0] * len(symbols)).save(folder / "dict.txt")
@@ -205,10 +231,6 @@ class BartSmilesSeq2Seq:
     # generation ---------------------------------------------------------------------------
     def _beam(self, smiles: Sequence[str], beam: int, n_best: int, batch_size: int, max_len_b: int):
         """Raw beams: per input a list of (generated SMILES, fairseq score), best first."""
-        import argparse
-
-        import torch
-
         if self.model is None:
             raise Seq2SeqError("no model: fit() or load() first")
         gen_args = argparse.Namespace(beam=beam, nbest=n_best, max_len_a=0.0, max_len_b=max_len_b, min_len=1,
@@ -247,8 +269,6 @@ class BartSmilesSeq2Seq:
         ``augment=n`` adds ``n`` randomized copies of each input (seeded by ``seed``) and ranks the
         canonical candidates by ``aggregate`` (``"prob"`` or ``"rank"``); it implies canonicalization.
         """
-        import torch
-
         if isinstance(smiles, str):
             raise TypeError("generate takes a sequence of SMILES, not one string: wrap it in a list")
         if n_best > beam:
@@ -259,10 +279,6 @@ class BartSmilesSeq2Seq:
         with torch.no_grad():
             views = [smiles]
             if augment > 0:
-                import numpy as np
-
-                from bartsmiles.tasks.seq2seq import randomize_molecules
-
                 rng = np.random.default_rng(seed)
                 for _ in range(augment):
                     view = []
@@ -274,13 +290,10 @@ class BartSmilesSeq2Seq:
                     views.append(view)
             beams = [self._beam(v, beam, n_best, batch_size, max_len) for v in views]
         if augment > 0:
-            return [_aggregate([b[i] for b in beams], aggregate, n_best, drop_invalid) for i in range(len(smiles))]
+            return [aggregate_beams([b[i] for b in beams], aggregate, n_best, drop_invalid) for i in range(len(smiles))]
         results = beams[0]
         if canonicalize:
-            results = [_merge_canonical(c, drop_invalid) for c in results]
+            results = [merge_candidates(c, drop_invalid) for c in results]
         elif drop_invalid:
-            results = [[(s, p) for s, p in c if _canonical(s) is not None] for c in results]
+            results = [[(s, p) for s, p in c if canonicalize_set_or_none(s) is not None] for c in results]
         return results
-
-
-__all__ = ["Seq2SeqConfig", "Seq2SeqError", "BartSmilesSeq2Seq", "seq2seq_args", "resolve_config", "topk_accuracy"]

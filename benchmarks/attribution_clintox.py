@@ -37,8 +37,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def held_out(dataset_name: str, data_dir: str | None):
-    from bartsmiles.datasets import load_dataset
-    from bartsmiles.splits import scaffold_split
+    from bartsmiles.core.splits import scaffold_split
+    from bartsmiles.data.datasets import load_dataset
 
     ds = load_dataset(dataset_name, data_dir)
     split = scaffold_split(ds.smiles)

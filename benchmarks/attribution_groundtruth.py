@@ -4,7 +4,7 @@ For each task a label is *defined* by a SMARTS pattern from the shipped library
 (``bartsmiles/attribution/functional_groups.json``): a MOSES molecule is positive when the
 pattern matches, and the ground-truth atoms of a positive are the union of its matches.
 Balanced train / valid / test sets are drawn from MOSES; a BARTSmiles model is fine-tuned on
-them (:func:`bartsmiles.finetuning.finetune`); then, for every positive test molecule, the
+them (:func:`bartsmiles.training.finetuning.finetune`); then, for every positive test molecule, the
 atom scores are compared with the ground-truth atoms by a per-molecule ROC-AUC (atoms ranked by
 score; molecules whose atoms are all ground truth are skipped), averaged over molecules.
 
@@ -31,8 +31,8 @@ Smoke run (seconds, random-init tiny model, numbers meaningless)::
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import platform
 import sys
 import time
@@ -54,7 +54,8 @@ def read_moses(path: Path, limit: int) -> list[str]:
 
 def label_task(smiles: list[str], smarts: str) -> tuple[list[str], list[float], list[set]]:
     """Labels and ground-truth atom sets of the parsable ``smiles`` for ``smarts``."""
-    from bartsmiles.chem import InvalidSmilesError, match_smarts, parse_smiles
+    from bartsmiles.core.chem import match_smarts, parse_smiles
+    from bartsmiles.errors import InvalidSmilesError
 
     kept, labels, truth = [], [], []
     for s in smiles:
@@ -95,7 +96,7 @@ def ecfp_rf_weights(train_smiles, train_y, test_smiles, seed: int, n_estimators:
     from rdkit.Chem.Draw import SimilarityMaps
     from sklearn.ensemble import RandomForestClassifier
 
-    from bartsmiles.chem import parse_smiles
+    from bartsmiles.core.chem import parse_smiles
 
     def bits(fp) -> np.ndarray:
         arr = np.zeros((fp.GetNumBits(),), dtype=np.uint8)
@@ -120,7 +121,7 @@ def ecfp_rf_weights(train_smiles, train_y, test_smiles, seed: int, n_estimators:
 
 def run_task(name: str, smarts: str, pool: list[str], args, rng: np.random.Generator, workdir: Path) -> dict:
     from bartsmiles.attribution import Attributor
-    from bartsmiles.finetuning import FinetuneConfig, finetune
+    from bartsmiles.training.finetuning import FinetuneConfig, finetune
 
     smiles, labels, truth = label_task(pool, smarts)
     n_total = args.n_train + args.n_valid + args.n_test
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
     work = Path(args.work_dir) if args.work_dir else out / "attribution_groundtruth_runs"
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     tasks = [run_task(name, library[name], pool, args, rng, work) for name in names]
-    from bartsmiles.machine import machine_info
+    from bartsmiles.evaluation.machine import machine_info
 
     report = {"command": " ".join(["python", "benchmarks/attribution_groundtruth.py", *(argv or sys.argv[1:])]),
               "started": started, "machine": machine_info(),

@@ -5,9 +5,9 @@ groups came with different SMILES conventions.  This script measures that leak a
 canonicalization does to it, on the protocol's scaffold split (test part):
 
 1. a one-line rule, "the SMILES has no lower-case aromatic atom", used as a score for CT_TOX;
-2. the frozen-feature head of :mod:`bartsmiles.frozen` (shipped model, and a random-init model
+2. the frozen-feature head of :mod:`bartsmiles.evaluation.frozen` (shipped model, and a random-init model
    of the same shape, seed 0) on the SMILES as given and on RDKit-canonical SMILES
-   (:func:`bartsmiles.chem.canonicalize`, which writes every molecule the same way).
+   (:func:`bartsmiles.core.chem.canonicalize`, which writes every molecule the same way).
 
     python benchmarks/clintox_smiles_style.py --out benchmarks/results/clintox_smiles_style
 
@@ -52,13 +52,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/clintox_smiles_style")
     args = p.parse_args(argv)
 
-    from bartsmiles.api import _resolve, load_pretrained
-    from bartsmiles.chem import canonicalize
-    from bartsmiles.datasets import load_dataset
-    from bartsmiles.frozen import run_frozen
-    from bartsmiles.machine import machine_info
-    from bartsmiles.property_model import untrained_like
-    from bartsmiles.splits import scaffold_split
+    from bartsmiles.core.chem import canonicalize
+    from bartsmiles.core.splits import scaffold_split
+    from bartsmiles.data.datasets import load_dataset
+    from bartsmiles.evaluation.frozen import run_frozen
+    from bartsmiles.evaluation.machine import machine_info
+    from bartsmiles.model.checkpoint import untrained_like
+    from bartsmiles.model.pretrained import load_pretrained
+    from bartsmiles.model.resolve import resolve_checkpoint
 
     ds = load_dataset("clintox", args.data_dir)
     split = scaffold_split(ds.smiles)
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
                  "ct_tox_auc_all_rows": _auc(y, rule), "ct_tox_auc_test": _auc(y[test], rule[test])},
         "frozen": {},
     }
-    from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
+    from bartsmiles.core.tokenizer import SmilesTokenizer
+    from bartsmiles.errors import TokenizationError
 
     tokenizer, kept_as_given = SmilesTokenizer(), []
 
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     report["rule"]["rows_kept_as_given"] = kept_as_given
     rule_c = np.array([no_aromatic_lowercase(s) for s in canonical.smiles], dtype=float)
     report["rule"]["fraction_after_canonicalization"] = float(rule_c.mean())
-    source = _resolve(args.model)[0]
+    source = resolve_checkpoint(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         models = {"shipped": str(source), "random_init": untrained_like(source, Path(tmp) / "model.pt", seed=0)}
         for name, path in models.items():

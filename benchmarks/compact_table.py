@@ -13,8 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
-from bartsmiles.benchmark import MODELS
-from bartsmiles.benchmark_report import load_results, summarize
+from bartsmiles.evaluation.report import MODELS, load_results, summarize
 
 LABELS = {"ecfp4_rf": "ECFP4+RF", "bartsmiles": "fine-tuned", "bartsmiles_random_init": "fine-tuned, random init",
           "bartsmiles_frozen": "frozen + linear", "bartsmiles_frozen_random_init": "frozen + linear, random init"}

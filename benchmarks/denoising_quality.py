@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 import bartsmiles
-from bartsmiles import datasets
-from bartsmiles.chem import canonicalize, is_valid_smiles
+from bartsmiles.core.chem import canonicalize, is_valid_smiles
+from bartsmiles.data.registry import locate
 
 
 def corrupt(ids: list[int], rng: np.random.Generator, mask_idx: int, ratio=0.3, lam=3.0):
@@ -122,7 +122,7 @@ def main() -> int:
     results = {}
     for name in ("moses_test", "moses_test_scaffolds"):
         rng = np.random.default_rng(args.seed)
-        smiles = read_sample(datasets.locate(name, args.data_dir), args.n, rng)
+        smiles = read_sample(locate(name, args.data_dir), args.n, rng)
         results[name] = evaluate(pm, smiles, rng)
         print(name, json.dumps(results[name]))
     report = {

@@ -41,8 +41,8 @@ def read_smiles(path: Path, n: int) -> list[str]:
 
 
 def random_model(arch: str, folder: Path) -> Path:
-    from bartsmiles.api import shipped_model_dir
-    from bartsmiles.checkpoint import export_model, write_untrained_checkpoint
+    from bartsmiles.model.checkpoint import export_model, write_untrained_checkpoint
+    from bartsmiles.model.resolve import shipped_model_dir
 
     raw = write_untrained_checkpoint(arch, shipped_model_dir() / "dict.txt", folder / "raw" / "checkpoint.pt")
     export_model(raw, folder / "model")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bartsmiles.api import load_pretrained
+    from bartsmiles.model.pretrained import load_pretrained
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import rdkit
 
-from bartsmiles.datasets import get_spec, load_dataset, locate
-from bartsmiles.splits import scaffold_split
+from bartsmiles.core.splits import scaffold_split
+from bartsmiles.data.datasets import load_dataset
+from bartsmiles.data.registry import get_spec, locate
 
 DATASETS = ["bbbp", "bace", "clintox", "tox21", "toxcast", "sider", "hiv", "muv", "esol", "freesolv", "lipo"]
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,9 +1,9 @@
 """Throughput of tokenize + encode over a SMILES corpus (default: all of MOSES train).
 
 Measures end to end: reading the (gzipped) CSV, regex tokenization and encoding to
-token ids with :func:`bartsmiles.encoding.encode_many`. The vocabulary comes from
+token ids with :func:`bartsmiles.core.encoding.encode_many`. The vocabulary comes from
 ``--vocab`` (a fairseq dict.txt) or is built first with
-:func:`bartsmiles.encoding.count_tokens` over the same input (timed separately).
+:func:`bartsmiles.core.encoding.count_tokens` over the same input (timed separately).
 Writes ``benchmarks/results/tokenizer_throughput.json``.
 
     python benchmarks/tokenizer_throughput.py --input ../shared/data/pretrain/moses/train.csv.gz
@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bartsmiles.encoding import count_tokens, encode_many, iter_smiles_file, resolve_n_jobs  # noqa: E402
-from bartsmiles.vocab import Vocabulary  # noqa: E402
+from bartsmiles.core.encoding import count_tokens, encode_many, iter_smiles_file, resolve_n_jobs  # noqa: E402
+from bartsmiles.core.vocab import Vocabulary  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("BARTSMILES_DATA") or ROOT.parent / "shared" / "data")
 TARGET_SECONDS = 60.0

@@ -1,1 +1,1 @@
-"""Shipped pretrained models: weights, dict.txt and model cards, read through bartsmiles.checkpoint."""
+"""Shipped pretrained models: weights, dict.txt and model cards, read through bartsmiles.model.checkpoint."""

@@ -17,10 +17,11 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from bartsmiles import datasets
-from bartsmiles.encoding import count_tokens, encode_many
+from bartsmiles.core.encoding import count_tokens, encode_many
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.data.datasets import load_dataset
+from bartsmiles.data.registry import locate
 from bartsmiles.tasks.binarize import iter_corpus_file
-from bartsmiles.vocab import Vocabulary
 
 MOLECULENET = ["bbbp", "bace", "clintox", "tox21", "toxcast", "sider", "hiv", "muv", "esol", "freesolv", "lipo"]
 
@@ -36,15 +37,15 @@ def main() -> int:
 
     counts: Counter = Counter()
     sources = {}
-    moses = datasets.locate("moses_train", args.data_dir)
-    uspto_train = datasets.locate("uspto50k_train", args.data_dir)
+    moses = locate("moses_train", args.data_dir)
+    uspto_train = locate("uspto50k_train", args.data_dir)
     counts.update(count_tokens(iter_corpus_file(moses), n_jobs=args.workers))
     sources["moses_train"] = str(moses)
     counts.update(count_tokens(iter_corpus_file(uspto_train), n_jobs=args.workers))
     sources["uspto50k_train"] = str(uspto_train)
     mnet = {}
     for name in MOLECULENET:
-        ds = datasets.load_dataset(name, args.data_dir)
+        ds = load_dataset(name, args.data_dir)
         mnet[name] = ds.smiles
         counts.update(count_tokens(ds.smiles, n_jobs=args.workers))
         sources[name] = f"{len(ds)} valid SMILES"
@@ -56,8 +57,8 @@ def main() -> int:
         return {"smiles": st.n, "tokens": st.n_tokens, "unk": st.n_unk, "unk_rate": st.n_unk / max(st.n_tokens, 1)}
 
     coverage = {name: rate(sm) for name, sm in mnet.items()}
-    coverage["uspto50k_test"] = rate(iter_corpus_file(datasets.locate("uspto50k_test", args.data_dir)))
-    coverage["moses_test"] = rate(iter_corpus_file(datasets.locate("moses_test", args.data_dir)))
+    coverage["uspto50k_test"] = rate(iter_corpus_file(locate("uspto50k_test", args.data_dir)))
+    coverage["moses_test"] = rate(iter_corpus_file(locate("moses_test", args.data_dir)))
     # what a MOSES-only vocabulary would have done, for comparison
     moses_only = Vocabulary.from_counter(count_tokens(iter_corpus_file(moses), n_jobs=args.workers))
     moses_only_rates = {}

@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--corpus", default="MOSES train (1,584,663 SMILES) plus the molecules of the USPTO-50k training reactions (108,436 SMILES): 1,693,099 SMILES, 59.6M tokens")
     args = ap.parse_args()
 
-    from bartsmiles.checkpoint import read_metadata
+    from bartsmiles.model.checkpoint import read_metadata
 
     model_dir = Path(args.model)
     meta = read_metadata(model_dir / "model.pt")

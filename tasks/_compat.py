@@ -6,7 +6,7 @@
 * **torch >= 2.6** loads checkpoints with ``weights_only=True``.  fairseq's checkpoints hold an
   ``argparse.Namespace`` (the legacy ``args`` entry), which the weights-only unpickler refuses.
   We allowlist that one class.  Torch's safety stays on: any other global (a malicious
-  ``os.system`` reduce, say) is still refused.  See :mod:`bartsmiles.checkpoint`.
+  ``os.system`` reduce, say) is still refused.  See :mod:`bartsmiles.model.checkpoint`.
 """
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, data_utils
 
-from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
-from bartsmiles.vocab import Vocabulary
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import InvalidSmilesError, TokenizationError
 
 
 class RandomizedSmilesDataset(BaseWrapperDataset):
@@ -50,13 +51,13 @@ class RandomizedSmilesDataset(BaseWrapperDataset):
         return self._randomize(item, np.random.default_rng(rng_seed))
 
     def _randomize(self, item: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        from bartsmiles.chem import InvalidSmilesError, randomize_smiles
-
         ids = item.tolist()
         tokens = self.vocab.decode(ids, strip_special=True)
         if len(tokens) != len(ids) - 2:  # <unk> or other specials inside: leave it alone
             return item
         try:
+            from bartsmiles.core.chem import randomize_smiles  # lazy: RDKit is optional for the plugin
+
             smiles = randomize_smiles("".join(tokens), rng)
             new_ids = self.vocab.encode(self.tokenizer.tokenize(smiles))
         except (InvalidSmilesError, TokenizationError, ValueError):

@@ -34,8 +34,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from fairseq.data import indexed_dataset
 
-from bartsmiles.encoding import EncodeStats, iter_encoded, iter_smiles_file
-from bartsmiles.vocab import Vocabulary
+from bartsmiles.core.encoding import EncodeStats, iter_encoded, iter_smiles_file
+from bartsmiles.core.vocab import Vocabulary
 
 from .architectures import MAX_POSITIONS
 

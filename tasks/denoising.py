@@ -9,7 +9,7 @@ It is fairseq's ``denoising`` task with defaults for molecules: one SMILES per s
   ``DIR/rank<R>.ids`` -- a plain-text record that shows how fairseq shards the batches across
   distributed workers (used by the 2-worker test).
 
-The dictionary is read from ``DATA/dict.txt`` (fairseq format, see :mod:`bartsmiles.vocab`);
+The dictionary is read from ``DATA/dict.txt`` (fairseq format, see :mod:`bartsmiles.core.vocab`);
 fairseq appends ``<mask>`` after the listed symbols.
 """
 
@@ -29,7 +29,7 @@ from fairseq.tasks.denoising import (
     DenoisingTask,
 )
 
-from bartsmiles.vocab import Vocabulary
+from bartsmiles.core.vocab import Vocabulary
 
 from .architectures import MAX_POSITIONS
 from .augment import RandomizedSmilesDataset

@@ -2,7 +2,7 @@
 
 Data (``DATA`` is the first positional argument of ``fairseq-train``):
 
-* a CSV file plus ``--split-file SPLIT.json`` (written by :meth:`bartsmiles.splits.Split.save`;
+* a CSV file plus ``--split-file SPLIT.json`` (written by :meth:`bartsmiles.core.splits.Split.save`;
   its indices count the rows whose SMILES parse, in file order), or
 * a folder holding ``train.csv``, ``valid.csv`` and optionally ``test.csv``.
 
@@ -49,25 +49,19 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-# bartsmiles.datasets needs RDKit: imported where used, so that `import bartsmiles.tasks` (and
+# bartsmiles.data.datasets needs RDKit: imported where used, so that `import bartsmiles.tasks` (and
 # GPU pretraining on a machine without RDKit) does not need it.
 if TYPE_CHECKING:  # pragma: no cover
-    from bartsmiles.datasets import MolDataset
-from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
-from bartsmiles.vocab import SequenceTooLongError, Vocabulary
+    from bartsmiles.data.datasets import MolDataset
+import bartsmiles.pretrained
+from bartsmiles.core.metrics import default_metric
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import PropertyDataError, SequenceTooLongError, TokenizationError
 
 from .architectures import MAX_POSITIONS
 from .property_data import PropertyDataset
-from .property_table import (  # noqa: F401  (re-exported: reading and checking the tables)
-    METRICS,
-    SPLITS,
-    PropertyDataError,
-    check_trainable,
-    default_metric,
-    label_statistics,
-    read_property_splits,
-    split_targets,
-)
+from .property_table import check_trainable, label_statistics, read_property_splits
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +87,7 @@ class SmilesPropertyConfig(FairseqDataclass):
     )
     split_file: Optional[str] = field(
         default=None,
-        metadata={"help": "split JSON (bartsmiles.splits.Split.save): indices into the CSV's parsable rows"},
+        metadata={"help": "split JSON (bartsmiles.core.splits.Split.save): indices into the CSV's parsable rows"},
     )
     dict: str = field(
         default="",
@@ -158,7 +152,6 @@ def resolve_dict_path(explicit: str, restore_file: str, save_dir: str, data: str
     for c in candidates:
         if c.is_file():
             return c
-    import bartsmiles.pretrained
 
     shipped = Path(bartsmiles.pretrained.__file__).with_name("dict.txt")
     logger.info("no dict.txt beside the restore file or the data: using the shipped %s", shipped)
@@ -348,7 +341,5 @@ def scaling_arrays(meta: Dict[str, Any]):
 
 
 __all__ = [
-    "SmilesPropertyConfig", "SmilesPropertyTask", "PropertyDataError", "read_property_splits",
-    "check_trainable", "label_statistics", "resolve_dict_path", "encode_smiles", "scaling_arrays",
-    "default_metric", "STATE_KEY",
+    "SmilesPropertyConfig", "SmilesPropertyTask", "resolve_dict_path", "encode_smiles", "scaling_arrays", "STATE_KEY",
 ]

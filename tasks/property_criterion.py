@@ -23,9 +23,11 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from fairseq.logging.meters import Meter
 
+from bartsmiles.core.metrics import score
+
 
 class PredictionMeter(Meter):
-    """Collects (prediction, label) rows and scores them with :func:`bartsmiles.metrics.score`.
+    """Collects (prediction, label) rows and scores them with :func:`bartsmiles.core.metrics.score`.
 
     It is only ever used inside fairseq's temporary validation aggregators, which are not saved
     in checkpoints; its state_dict is therefore just the metric name.
@@ -54,8 +56,6 @@ class PredictionMeter(Meter):
     @property
     def smoothed_value(self) -> float:
         if self._cache is None:
-            from bartsmiles.metrics import score
-
             if not self.preds:
                 return float("nan")
             try:

@@ -1,7 +1,7 @@
 """The property tables of the ``smiles_property`` task: reading the splits, checking and summarizing the labels.
 
 :func:`read_property_splits` reads a CSV plus split file, or a folder of ``train``/``valid``/``test``
-CSVs, into :class:`bartsmiles.datasets.MolDataset` tables (invalid rows left out and reported);
+CSVs, into :class:`bartsmiles.data.datasets.MolDataset` tables (invalid rows left out and reported);
 :func:`check_trainable` rejects data a model cannot learn or be validated on;
 :func:`label_statistics` derives ``pos_weight`` and the target scaling from the training labels.
 The rules are described in :mod:`bartsmiles.tasks.property`, which re-exports everything here.
@@ -13,26 +13,17 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
-# bartsmiles.datasets needs RDKit: imported where used, so that `import bartsmiles.tasks` (and
+from bartsmiles.core.metrics import default_metric
+from bartsmiles.errors import PropertyDataError
+
+# bartsmiles.data.datasets needs RDKit: imported where used, so that `import bartsmiles.tasks` (and
 # GPU pretraining on a machine without RDKit) does not need it.
 if TYPE_CHECKING:  # pragma: no cover
-    from bartsmiles.datasets import MolDataset
+    from bartsmiles.data.datasets import MolDataset
 
 logger = logging.getLogger(__name__)
 
-METRICS = {"classification": ("roc_auc", "prc_auc"), "regression": ("rmse",)}
 SPLITS = ("train", "valid", "test")
-
-
-class PropertyDataError(ValueError):
-    """The property data cannot be trained on as given (the message says why and where)."""
-
-
-def default_metric(task_type: str, metric: str = "") -> str:
-    metric = metric or METRICS[task_type][0]
-    if metric not in METRICS[task_type]:
-        raise PropertyDataError(f"metric {metric!r} does not fit a {task_type} task; choose one of {METRICS[task_type]}")
-    return metric
 
 
 def split_targets(target_columns) -> Optional[List[str]]:
@@ -59,8 +50,8 @@ def read_property_splits(
     Raises :class:`PropertyDataError` (or the loader's ValueError) with a clear message for a
     missing file, a missing split file, wrong label values, or an empty train/valid split.
     """
-    from bartsmiles.datasets import MolDataset, load_table
-    from bartsmiles.splits import Split
+    from bartsmiles.core.splits import Split  # lazy: RDKit is optional for the plugin
+    from bartsmiles.data.datasets import MolDataset, load_table  # lazy: RDKit is optional for the plugin
 
     targets = split_targets(target_columns)
     path = Path(data)
@@ -80,7 +71,7 @@ def read_property_splits(
     elif path.is_file():
         if not split_file:
             raise PropertyDataError(
-                f"{path} is one CSV file: give --split-file (from bartsmiles.splits), or a folder with train/valid/test.csv"
+                f"{path} is one CSV file: give --split-file (from bartsmiles.core.splits), or a folder with train/valid/test.csv"
             )
         if not Path(split_file).is_file():
             raise PropertyDataError(f"split file not found: {split_file}")
@@ -176,6 +167,6 @@ def label_statistics(train: "MolDataset", task_type: str, pos_weight: str, scali
 
 
 __all__ = [
-    "PropertyDataError", "METRICS", "SPLITS", "default_metric", "split_targets", "read_property_splits",
+    "SPLITS", "split_targets", "read_property_splits",
     "check_trainable", "label_statistics",
 ]

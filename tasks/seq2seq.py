@@ -18,7 +18,7 @@ Two file formats:
 * **CSV** (``.csv``): ``--source-column`` and ``--target-column`` name the two SMILES columns;
   direction and layout do not apply.  Line numbers count the header as line 1.
 
-Both sides are tokenized by the regex tokenizer (:class:`bartsmiles.tokenizer.SmilesTokenizer`)
+Both sides are tokenized by the regex tokenizer (:class:`bartsmiles.core.tokenizer.SmilesTokenizer`)
 and encoded with the shared dictionary as ``<s> tokens </s>``, exactly as in pretraining; the
 decoder therefore reads ``</s> <s> tokens`` and generation starts from a forced ``<s>``
 (:meth:`SmilesSeq2SeqTask.inference_step`).  The dictionary is ``--dict``, else ``dict.txt``
@@ -59,22 +59,13 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
-from bartsmiles.vocab import Vocabulary
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import Seq2SeqDataError, TokenizationError
 
 from .architectures import MAX_POSITIONS
 from .property import copy_dictionary, dictionary_from_symbols, load_fairseq_dictionary, resolve_dict_path
-from .seq2seq_data import (  # noqa: F401  (re-exported: the reading of the pair files)
-    SPLIT_PATTERNS,
-    PairTable,
-    Seq2SeqDataError,
-    SkippedLine,
-    _raw_pairs,
-    parse_reaction_line,
-    read_pairs,
-    split_file,
-    write_skipped,
-)
+from .seq2seq_data import read_pairs, split_file, write_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +125,8 @@ class SmilesSeq2SeqConfig(FairseqDataclass):
 
 def randomize_molecules(smiles: str, rng: np.random.Generator) -> str:
     """Each '.'-separated molecule of ``smiles`` written as a random SMILES, order kept."""
-    from bartsmiles.chem import randomize_smiles
+
+    from bartsmiles.core.chem import randomize_smiles  # lazy: RDKit is optional for the plugin
 
     return ".".join(randomize_smiles(part, rng) for part in smiles.split("."))
 
@@ -349,7 +341,4 @@ class SmilesSeq2SeqTask(FairseqTask):
         return self.dictionary
 
 
-__all__ = [
-    "SmilesSeq2SeqConfig", "SmilesSeq2SeqTask", "Seq2SeqDataError", "read_pairs", "parse_reaction_line",
-    "split_file", "randomize_molecules", "SmilesSideDataset", "STATE_KEY",
-]
+__all__ = ["SmilesSeq2SeqConfig", "SmilesSeq2SeqTask", "randomize_molecules", "SmilesSideDataset", "STATE_KEY"]

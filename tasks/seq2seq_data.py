@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
-from bartsmiles.vocab import SequenceTooLongError, Vocabulary
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import InvalidSmilesError, Seq2SeqDataError, SequenceTooLongError, TokenizationError
 
 SPLIT_PATTERNS = ("{s}.smi", "{s}.txt", "{s}.csv", "*-{s}.smi", "*_{s}.smi", "*-{s}.csv", "*_{s}.csv")
-
-
-class Seq2SeqDataError(ValueError):
-    """The pairs cannot be used as given (the message names the file and the line numbers)."""
 
 
 @dataclass
@@ -123,7 +120,7 @@ def read_pairs(path, cfg, vocab: Optional[Vocabulary] = None) -> Tuple[PairTable
     tokenizer = SmilesTokenizer()
     check = not getattr(cfg, "no_check_smiles", False)
     if check:
-        from bartsmiles.chem import InvalidSmilesError, parse_smiles  # RDKit: only when data is read
+        from bartsmiles.core.chem import parse_smiles  # lazy: RDKit only when data is read
     limits = (int(cfg.max_source_positions), int(cfg.max_target_positions))
     sources, targets, lines, skipped, src_ids, tgt_ids = [], [], [], [], [], []
     for line, text, src, tgt, err in rows:
@@ -177,6 +174,6 @@ def write_skipped(skipped: List[SkippedLine], path) -> None:
 
 
 __all__ = [
-    "Seq2SeqDataError", "SkippedLine", "PairTable", "SPLIT_PATTERNS", "split_file", "parse_reaction_line",
+    "SkippedLine", "PairTable", "SPLIT_PATTERNS", "split_file", "parse_reaction_line",
     "read_pairs", "write_skipped",
 ]

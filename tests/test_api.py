@@ -1,4 +1,4 @@
-"""load_pretrained and PretrainedModel.encode (bartsmiles.api)."""
+"""load_pretrained and PretrainedModel.encode (bartsmiles.model.pretrained)."""
 from __future__ import annotations
 
 import shutil
@@ -13,12 +13,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import make_fixtures  # noqa: E402
 
 import bartsmiles  # noqa: E402
-from bartsmiles import api  # noqa: E402
-from bartsmiles.api import InvalidSmilesError, SmilesTooLongError, load_pretrained  # noqa: E402
-from bartsmiles.checkpoint import safe_load  # noqa: E402
-from bartsmiles.sp_tokenizer import SentencePieceTokenizer  # noqa: E402
-from bartsmiles.tokenizer import SmilesTokenizer  # noqa: E402
-from bartsmiles.vocab import Vocabulary  # noqa: E402
+from bartsmiles.core.sp_tokenizer import SentencePieceTokenizer  # noqa: E402
+from bartsmiles.core.tokenizer import SmilesTokenizer  # noqa: E402
+from bartsmiles.core.vocab import Vocabulary  # noqa: E402
+from bartsmiles.errors import InvalidSmilesError, SmilesTooLongError
+from bartsmiles.model import resolve  # noqa: E402
+from bartsmiles.model.checkpoint import safe_load  # noqa: E402
+from bartsmiles.model.pretrained import load_pretrained  # noqa: E402
 
 SMILES = make_fixtures.corpus(12)
 
@@ -50,8 +51,8 @@ def _direct_encoder(model, smiles: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ loading
 def test_shipped_model_missing_is_a_clear_error(tmp_path, monkeypatch):
-    assert (api.shipped_model_dir() / "dict.txt").is_file()
-    monkeypatch.setattr(api, "shipped_model_dir", lambda: tmp_path)
+    assert (resolve.shipped_model_dir() / "dict.txt").is_file()
+    monkeypatch.setattr(resolve, "shipped_model_dir", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match="shipped pretrained model is missing"):
         bartsmiles.load_pretrained()
 
@@ -73,7 +74,7 @@ def test_load_pt_file_with_dict_beside(tiny, tiny_dir):
 
 
 def test_missing_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no model.pt"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         load_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_pretrained(tmp_path / "nope.pt")
@@ -172,7 +173,7 @@ def test_published_bartsmiles_format(published_dir):
 
 
 def test_cli_encode(tiny, tiny_dir, tmp_path):
-    from bartsmiles.cli import main
+    from bartsmiles.cli.main import main
 
     smi = tmp_path / "in.smi"
     smi.write_text("\n".join(SMILES[:4]) + "\n")

@@ -17,20 +17,16 @@ import torch
 
 from bartsmiles.attribution import (
     Attributor,
-    ConvergenceError,
-    ConvergenceWarning,
-    InvalidSmilesError,
     NeuronAttributor,
-    SmilesTooLongError,
-    TargetError,
     brics_fragments,
     functional_groups,
     map_token_scores,
     scaffold_parts,
     substructure_table,
 )
-from bartsmiles.chem import parse_smiles
-from bartsmiles.tokenizer import SmilesTokenizer
+from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.errors import ConvergenceError, ConvergenceWarning, InvalidSmilesError, SmilesTooLongError, TargetError
 
 NITRO = ["O=[N+]([O-])c1ccccc1", "CC[N+](=O)[O-]", "Cc1ccc([N+](=O)[O-])cc1", "O=[N+]([O-])c1ccc(O)cc1",
          "C[N+](=O)[O-]", "O=[N+]([O-])CCO", "Nc1ccc([N+](=O)[O-])cc1", "O=C(O)c1ccc([N+](=O)[O-])cc1",
@@ -50,7 +46,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from bartsmiles.finetuning import FinetuneConfig, finetune
+    from bartsmiles.training.finetuning import FinetuneConfig, finetune
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("nitro")
@@ -80,7 +76,7 @@ def probes(attributor):
 
 
 def test_completeness_atoms_tokens_and_model_output(attributor, probes, checkpoint):
-    from bartsmiles.finetuning import PropertyPredictor
+    from bartsmiles.model.predictor import PropertyPredictor
 
     predictor = PropertyPredictor(checkpoint)
     ids, _, _ = predictor.task.encode(PROBES)
@@ -122,8 +118,8 @@ def test_other_baselines_and_replaced_specials(attributor, baseline):
 def test_accepts_predictor_estimator_and_folder(checkpoint, probes):
     from pathlib import Path
 
-    from bartsmiles.attribution import AttributionError
-    from bartsmiles.finetuning import PropertyPredictor
+    from bartsmiles.errors import AttributionError
+    from bartsmiles.model.predictor import PropertyPredictor
 
     predictor = PropertyPredictor(checkpoint)
     fitted = SimpleNamespace(_get_predictor=lambda: predictor)  # what a fitted BartSmilesClassifier offers
@@ -137,7 +133,7 @@ def test_accepts_predictor_estimator_and_folder(checkpoint, probes):
 
 
 def test_prediction_output_attributes_the_probability(checkpoint):
-    from bartsmiles.finetuning import predict
+    from bartsmiles.model.predictor import predict
 
     [a] = Attributor(checkpoint, output="prediction").attribute(PROBES[0], n_steps=32)
     assert a.output == pytest.approx(float(predict(checkpoint, [PROBES[0]])[0, 0]), abs=1e-5)
@@ -230,7 +226,7 @@ def test_mapping_of_fused_rings_conserves_random_scores():
 
 
 def test_functional_group_library_parses_and_matches_its_examples():
-    from bartsmiles.chem import match_smarts
+    from bartsmiles.core.chem import match_smarts
 
     groups = functional_groups()
     assert len(groups) >= 30
@@ -277,7 +273,7 @@ def test_attribution_substructures_of_the_model(probes):
 
 
 def test_neuron_attribution_matches_the_pooled_feature(checkpoint):
-    from bartsmiles.finetuning import PropertyPredictor
+    from bartsmiles.model.predictor import PropertyPredictor
 
     predictor = PropertyPredictor(checkpoint)
     neurons = NeuronAttributor(predictor)

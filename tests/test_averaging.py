@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bartsmiles.averaging import AVERAGE_NAME, average_checkpoints, average_last_epochs, choose_window
-from bartsmiles.checkpoint import safe_load
+from bartsmiles.model.averaging import AVERAGE_NAME, average_checkpoints, average_last_epochs, choose_window
+from bartsmiles.model.checkpoint import safe_load
 
 MOLS = ["CCN", "CCO", "CCCN", "CCCO", "c1ccncc1", "c1ccccc1", "CC(=O)N", "CC(=O)O", "CN(C)C", "COC",
         "NCCO", "OCCO", "c1ccc(N)cc1", "c1ccc(O)cc1", "CC#N", "CC=O", "N#Cc1ccccc1", "Clc1ccccc1",
@@ -89,8 +89,8 @@ def test_no_epoch_checkpoints_is_an_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
-    from bartsmiles.checkpoint import write_untrained_checkpoint
-    from bartsmiles.pretraining import build_vocabulary
+    from bartsmiles.model.checkpoint import write_untrained_checkpoint
+    from bartsmiles.training.pretraining import build_vocabulary
 
     root = tmp_path_factory.mktemp("pre")
     (root / "mols.smi").write_text("\n".join(MOLS) + "\n")
@@ -101,8 +101,9 @@ def pretrained(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_finetune_then_average_last_4_epochs_is_loadable_and_finite(pretrained, tmp_path):
-    from bartsmiles.finetuning import FinetuneConfig, PropertyPredictor, finetune
-    from bartsmiles.splits import Split
+    from bartsmiles.core.splits import Split
+    from bartsmiles.model.predictor import PropertyPredictor
+    from bartsmiles.training.finetuning import FinetuneConfig, finetune
 
     torch.set_num_threads(1)
     csv = tmp_path / "d.csv"

@@ -1,4 +1,4 @@
-"""ECFP4 + random-forest peer (bartsmiles.baselines)."""
+"""ECFP4 + random-forest peer (bartsmiles.evaluation.baselines)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +6,11 @@ import pytest
 from rdkit.Chem import rdFingerprintGenerator
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-from bartsmiles.baselines import ForestPeer, ecfp4, run_ecfp4_rf
-from bartsmiles.chem import InvalidSmilesError, parse_smiles
-from bartsmiles.datasets import MolDataset
-from bartsmiles.splits import Split
+from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.splits import Split
+from bartsmiles.data.datasets import MolDataset
+from bartsmiles.errors import InvalidSmilesError
+from bartsmiles.evaluation.baselines import ForestPeer, ecfp4, run_ecfp4_rf
 
 SMILES = ["CCO", "CCN", "c1ccccc1", "c1ccncc1", "CC(=O)O", "CC(=O)N", "OCCO", "NCCN", "c1ccc(O)cc1",
           "c1ccc(N)cc1", "CCCCO", "CCCCN", "COC", "CNC", "CC#N", "CCCl", "OC(=O)c1ccccc1", "NC(=O)c1ccccc1",
@@ -27,8 +28,8 @@ def test_ecfp4_is_morgan_radius2_2048_bits():
         assert set(np.flatnonzero(X[i])) == set(fp.GetOnBits())
         assert fp.GetNumOnBits() == X[i].sum()
     # the legacy call gives the same bits
-    from rdkit.Chem import AllChem
     from rdkit import RDLogger
+    from rdkit.Chem import AllChem
 
     RDLogger.DisableLog("rdApp.*")
     try:

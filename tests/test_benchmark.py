@@ -1,4 +1,4 @@
-"""The protocol runner (bartsmiles.benchmark) and `bartsmiles benchmark`, on tiny data folders."""
+"""The protocol runner (bartsmiles.evaluation.benchmark) and `bartsmiles benchmark`, on tiny data folders."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bartsmiles import benchmark
-from bartsmiles.baselines import run_ecfp4_rf
-from bartsmiles.benchmark import BenchmarkConfig, run_benchmark, summarize, write_markdown
-from bartsmiles.datasets import load_dataset
-from bartsmiles.splits import scaffold_split
+from bartsmiles.core.splits import scaffold_split
+from bartsmiles.data.datasets import load_dataset
+from bartsmiles.evaluation import benchmark
+from bartsmiles.evaluation.baselines import run_ecfp4_rf
+from bartsmiles.evaluation.benchmark import BenchmarkConfig, run_benchmark
+from bartsmiles.evaluation.report import summarize, write_markdown
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import make_fixtures  # noqa: E402
@@ -173,7 +174,7 @@ def test_finetuned_models_with_a_tiny_model(tiny_data, tmp_path):
 
 
 def test_cli_benchmark(tiny_data, tmp_path, capsys):
-    from bartsmiles.cli import main
+    from bartsmiles.cli.main import main
 
     out = tmp_path / "cli" / "b"
     assert main(["benchmark", "--datasets", "esol", "--models", "ecfp4_rf", "--seeds", "0", "--data-dir",

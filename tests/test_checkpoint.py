@@ -1,4 +1,4 @@
-"""Safe loading and self-describing export (bartsmiles.checkpoint)."""
+"""Safe loading and self-describing export (bartsmiles.model.checkpoint)."""
 from __future__ import annotations
 
 import argparse
@@ -14,15 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import make_fixtures  # noqa: E402
 
 import bartsmiles.tasks  # noqa: E402,F401  (fairseq registries + the Namespace allowlist)
-from bartsmiles.checkpoint import (  # noqa: E402
-    FORMAT_VERSION,
-    METADATA_KEY,
-    UnsafeCheckpointError,
-    export_model,
-    read_metadata,
-    safe_load,
-)
-from bartsmiles.vocab import Vocabulary  # noqa: E402
+from bartsmiles.core.vocab import Vocabulary  # noqa: E402
+from bartsmiles.errors import UnsafeCheckpointError  # noqa: E402
+from bartsmiles.model.checkpoint import FORMAT_VERSION, METADATA_KEY, export_model, read_metadata, safe_load  # noqa: E402
 
 MAX_UPDATE = 4
 
@@ -181,7 +175,7 @@ def test_fairseq_loads_the_export_and_api_round_trip(trained, exported):
     """fairseq's own loader builds the exported model; load_pretrained encodes with it."""
     from fairseq import checkpoint_utils
 
-    from bartsmiles.api import load_pretrained
+    from bartsmiles.model.pretrained import load_pretrained
 
     models, cfg, _task = checkpoint_utils.load_model_ensemble_and_task(
         [str(exported)], arg_overrides={"data": str(exported.parent)})

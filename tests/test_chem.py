@@ -1,12 +1,11 @@
-"""Tests for bartsmiles.chem."""
+"""Tests for bartsmiles.core.chem."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from rdkit import Chem
 
-from bartsmiles.chem import (
-    InvalidSmilesError,
+from bartsmiles.core.chem import (
     canonicalize,
     canonicalize_set,
     is_valid_smiles,
@@ -15,6 +14,7 @@ from bartsmiles.chem import (
     parse_smiles,
     randomize_smiles,
 )
+from bartsmiles.errors import InvalidSmilesError
 
 
 def test_parse_valid_returns_mol():

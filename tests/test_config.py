@@ -1,9 +1,10 @@
-"""Unit tests of the pure config -> ``fairseq-train`` argv translation (:mod:`bartsmiles.config`)."""
+"""Unit tests of the pure config -> ``fairseq-train`` argv translation (:mod:`bartsmiles.training.config`)."""
 from __future__ import annotations
 
 import pytest
 
-from bartsmiles.config import PretrainConfig, config_help, pretrain_args
+from bartsmiles.training.config import config_help
+from bartsmiles.training.pretraining import PretrainConfig, pretrain_args
 
 UD = "/some/user_dir"
 
@@ -120,7 +121,7 @@ def test_pure_function():
 
 def test_argv_is_accepted_by_fairseq_parser():
     """Every flag we emit is one fairseq (plus the plugin) knows."""
-    from bartsmiles.training import parse_fairseq_args
+    from bartsmiles.training.runner import parse_fairseq_args
 
     cfg = PretrainConfig(data="bin", arch="bartsmiles_tiny", max_update=3, max_epoch=2, cpu=True,
                          restore_file="x.pt", reset_optimizer=True, log_sample_ids="ids", randomize_smiles=0.2,

@@ -1,4 +1,4 @@
-"""Tests for bartsmiles.datasets: registry, locate/download, loading and bad input."""
+"""Tests for bartsmiles.data.datasets: registry, locate/download, loading and bad input."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,17 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bartsmiles import datasets as ds
-from bartsmiles.chem import InvalidSmilesError
-from bartsmiles.datasets import (
-    ChecksumError,
-    DatasetSpec,
-    get_spec,
-    load_dataset,
-    load_table,
-    locate,
-    registry,
-)
+from bartsmiles.data.datasets import load_dataset, load_table
+from bartsmiles.data.registry import DatasetSpec, default_cache_dir, get_spec, locate, registry
+from bartsmiles.errors import ChecksumError, InvalidSmilesError
 
 MOLECULENET = ["bbbp", "bace", "clintox", "tox21", "toxcast", "sider", "hiv", "muv", "esol", "freesolv", "lipo"]
 
@@ -96,12 +88,12 @@ def test_locate_not_found_lists_places(tmp_path, monkeypatch):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("BARTSMILES_CACHE", str(tmp_path / "a"))
-    assert ds.default_cache_dir() == tmp_path / "a"
+    assert default_cache_dir() == tmp_path / "a"
     monkeypatch.delenv("BARTSMILES_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert ds.default_cache_dir() == tmp_path / "x" / "bartsmiles"
+    assert default_cache_dir() == tmp_path / "x" / "bartsmiles"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert ds.default_cache_dir() == Path.home() / ".cache" / "bartsmiles"
+    assert default_cache_dir() == Path.home() / ".cache" / "bartsmiles"
 
 
 # --------------------------------------------------------------------------- download (loopback only)
@@ -200,7 +192,7 @@ def test_download_archive_member(server, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- registered datasets
 
 def test_load_bbbp_drops_11_invalid(data_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="bartsmiles.datasets"):
+    with caplog.at_level(logging.WARNING, logger="bartsmiles.data.datasets"):
         data = load_dataset("bbbp", data_dir, download=False)
     assert len(data) == 2039 and len(data.invalid) == 11
     assert [r.row for r in data.invalid] == [59, 61, 391, 614, 642, 645, 646, 647, 648, 649, 685]

@@ -1,4 +1,4 @@
-"""Tests for bartsmiles.encoding: streaming file reading and parallel encoding."""
+"""Tests for bartsmiles.core.encoding: streaming file reading and parallel encoding."""
 from __future__ import annotations
 
 import gzip
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bartsmiles.encoding import (EncodeStats, count_tokens, encode_many, iter_encoded,
-                                 iter_smiles_file)
-from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
-from bartsmiles.vocab import Vocabulary
+from bartsmiles.core.encoding import EncodeStats, count_tokens, encode_many, iter_encoded, iter_smiles_file
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import TokenizationError
 
 DATA = Path(os.environ.get("BARTSMILES_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SMILES = ["CCO", "c1ccccc1Cl", "CC(=O)[O-].[Na+]", "N#CC(Br)CO", "C1CC[C@@H](O)C1", "CCCCCCCCCCCC"] * 50

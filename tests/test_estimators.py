@@ -33,8 +33,8 @@ def has_n(s: str) -> bool:
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A randomly initialized bartsmiles_tiny checkpoint with its dict.txt (stands in for the shipped model)."""
-    from bartsmiles.checkpoint import write_untrained_checkpoint
-    from bartsmiles.pretraining import build_vocabulary
+    from bartsmiles.model.checkpoint import write_untrained_checkpoint
+    from bartsmiles.training.pretraining import build_vocabulary
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pre")
@@ -125,7 +125,7 @@ def test_predict_proba_keeps_rows_and_follows_sklearn_shape(fitted):
 
 
 def test_save_and_load_round_trip(fitted, tmp_path):
-    from bartsmiles.checkpoint import read_metadata
+    from bartsmiles.model.checkpoint import read_metadata
 
     clf, _ = fitted
     clf.save(tmp_path / "model")
@@ -173,7 +173,7 @@ def test_regressor_with_a_grid_predicts_in_original_units(pretrained):
 
 
 def _data(tmp_path) -> tuple[str, str]:
-    from bartsmiles.splits import Split
+    from bartsmiles.core.splits import Split
 
     csv = tmp_path / "d.csv"
     pd.DataFrame({"smiles": MOLS, "y": [float(has_n(s)) for s in MOLS]}).to_csv(csv, index=False)
@@ -183,7 +183,7 @@ def _data(tmp_path) -> tuple[str, str]:
 
 
 def _cfg(pretrained, tmp_path, **kw):
-    from bartsmiles.finetuning import FinetuneConfig
+    from bartsmiles.training.finetuning import FinetuneConfig
 
     csv, split = _data(tmp_path)
     base = dict(data=csv, pretrained=str(pretrained), split=split, save_dir=str(tmp_path / "run"), epochs=2,
@@ -193,7 +193,7 @@ def _cfg(pretrained, tmp_path, **kw):
 
 
 def test_grid_search_two_by_one_selects_on_validation(pretrained, tmp_path):
-    from bartsmiles.finetuning import grid_search
+    from bartsmiles.training.grid import grid_search
 
     cfg = _cfg(pretrained, tmp_path)
     best_cfg, table = grid_search(cfg, lrs=[3e-3, 1e-5], dropouts=[0.1])
@@ -214,7 +214,7 @@ KILLER = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from fairseq import checkpoint_utils
-    from bartsmiles.finetuning import FinetuneConfig, finetune
+    from bartsmiles.training.finetuning import FinetuneConfig, finetune
 
     save = checkpoint_utils.save_checkpoint
 
@@ -234,7 +234,7 @@ def _digest(path: Path) -> str:
 
 
 def _train_state(path: Path) -> tuple[int, int]:
-    from bartsmiles.checkpoint import safe_load
+    from bartsmiles.model.checkpoint import safe_load
 
     state = safe_load(path)
     return int(state["extra_state"]["train_iterator"]["epoch"]), int(state["optimizer_history"][-1]["num_updates"])
@@ -242,7 +242,8 @@ def _train_state(path: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_killed_finetune_resumes_where_it_stopped(pretrained, tmp_path):
-    from bartsmiles.finetuning import finetune, updates_per_epoch
+    from bartsmiles.training.config import updates_per_epoch
+    from bartsmiles.training.finetuning import finetune
 
     cfg = _cfg(pretrained, tmp_path, epochs=3)
     script = tmp_path / "killer.py"
@@ -265,7 +266,7 @@ def test_killed_finetune_resumes_where_it_stopped(pretrained, tmp_path):
     assert result.best_valid_metric is not None
 
     # the killed-and-resumed run ends with exactly the weights of an uninterrupted run
-    from bartsmiles.checkpoint import safe_load
+    from bartsmiles.model.checkpoint import safe_load
 
     reference = finetune(dataclasses.replace(cfg, save_dir=str(tmp_path / "uninterrupted")))
     resumed_w = safe_load(run / "checkpoint3.pt")["model"]
@@ -283,7 +284,7 @@ def test_killed_finetune_resumes_where_it_stopped(pretrained, tmp_path):
     assert _train_state(run / "checkpoint_last.pt") == (4, 3 * per_epoch)
 
     # resume_args on the run's own (resolved) config: resumes; after the data file changes: does not
-    from bartsmiles.finetuning import FinetuneConfig, resume_args
+    from bartsmiles.training.finetuning import FinetuneConfig, resume_args
 
     saved = json.loads((run / "finetune_config.json").read_text())
     resolved = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})

@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 
-from bartsmiles.finetuning import FinetuneConfig, FinetuneError, finetune_args, updates_per_epoch
+from bartsmiles.errors import FinetuneError
+from bartsmiles.training.config import updates_per_epoch
+from bartsmiles.training.finetuning import FinetuneConfig, finetune_args
 
 
 def _cfg(**kw) -> FinetuneConfig:
@@ -107,7 +109,7 @@ def test_bad_configs_are_refused(change, n_train):
 
 
 def test_fairseq_parses_the_argument_list():
-    from bartsmiles.training import parse_fairseq_args
+    from bartsmiles.training.runner import parse_fairseq_args
 
     argv = finetune_args(_cfg(pretrained="pre.pt", target_columns=("p_np",), cpu=True), n_train=160)
     cfg = parse_fairseq_args(argv)

@@ -1,4 +1,4 @@
-"""Frozen-feature heads (bartsmiles.frozen) and their benchmark rows."""
+"""Frozen-feature heads (bartsmiles.evaluation.frozen) and their benchmark rows."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bartsmiles.frozen import C_GRID, FrozenHead
+from bartsmiles.evaluation.frozen import C_GRID, FrozenHead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import make_fixtures  # noqa: E402
@@ -59,7 +59,7 @@ def test_regression_returns_original_units_and_single_class_is_constant():
 
 
 def test_benchmark_frozen_rows_with_a_tiny_model(tiny_data, tmp_path):  # noqa: F811
-    from bartsmiles.benchmark import run_benchmark
+    from bartsmiles.evaluation.benchmark import run_benchmark
 
     model = make_fixtures.build_untrained_model(tmp_path / "tiny")
     cfg = _cfg(tiny_data, tmp_path, models=("bartsmiles_frozen", "bartsmiles_frozen_random_init"),
@@ -80,7 +80,6 @@ def test_clintox_smiles_style_script_smoke(tmp_path):
     import json
 
     import pandas as pd
-
     from test_benchmark import MOLS
 
     kekule = ["C1=CC=CC=C1", "CC1=CC=CC=C1", "OC1=CC=CC=C1", "NC1=CC=CC=C1", "C1=CC=NC=C1", "ClC1=CC=CC=C1"]

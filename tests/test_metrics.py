@@ -1,4 +1,4 @@
-"""Tests for bartsmiles.metrics."""
+"""Tests for bartsmiles.core.metrics."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from bartsmiles.metrics import METRIC_DIRECTION, prc_auc, rmse, roc_auc, score
+from bartsmiles.core.metrics import METRIC_DIRECTION, prc_auc, rmse, roc_auc, score
 
 NAN = float("nan")
 

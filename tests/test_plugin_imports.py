@@ -9,7 +9,7 @@ class _Block:
         if name == "rdkit" or name.startswith("rdkit."):
             raise ImportError("rdkit blocked for this test")
 sys.meta_path.insert(0, _Block())
-import bartsmiles.tasks, bartsmiles.pretraining, bartsmiles.cli
+import bartsmiles.tasks, bartsmiles.training.pretraining, bartsmiles.cli.main
 from fairseq.tasks import TASK_REGISTRY
 assert {"smiles_denoising", "smiles_property", "smiles_seq2seq"} <= set(TASK_REGISTRY)
 print("ok")

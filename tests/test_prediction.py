@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bartsmiles.prediction import ERROR_COLUMN, predict_rows, predict_table, resolve_checkpoint
+from bartsmiles.model.prediction import ERROR_COLUMN, predict_rows, predict_table
+from bartsmiles.model.resolve import resolve_checkpoint
 
 MOLS = ["CCN", "CCO", "CCCN", "CCCO", "c1ccncc1", "c1ccccc1", "CC(=O)N", "CC(=O)O", "CN(C)C", "COC",
         "NCCO", "OCCO", "c1ccc(N)cc1", "c1ccc(O)cc1", "CC#N", "CC=O", "N#Cc1ccccc1", "Clc1ccccc1",
@@ -21,10 +22,10 @@ LONG = "C" * 200  # 202 positions > 128
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A 2-task classification run and a regression run (tiny, random init, 2 epochs each)."""
-    from bartsmiles.checkpoint import write_untrained_checkpoint
-    from bartsmiles.finetuning import FinetuneConfig, finetune
-    from bartsmiles.pretraining import build_vocabulary
-    from bartsmiles.splits import Split
+    from bartsmiles.core.splits import Split
+    from bartsmiles.model.checkpoint import write_untrained_checkpoint
+    from bartsmiles.training.finetuning import FinetuneConfig, finetune
+    from bartsmiles.training.pretraining import build_vocabulary
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pred")
@@ -70,7 +71,7 @@ def test_bad_rows_get_nan_and_a_reason_without_shifting_rows(runs):
     good = out.loc[~bad, ["has_n", "has_o"]].to_numpy()
     assert np.isfinite(good).all() and ((good >= 0) & (good <= 1)).all()
     # each good row's prediction is that of the molecule alone: nothing shifted
-    from bartsmiles.finetuning import predict
+    from bartsmiles.model.predictor import predict
 
     alone = predict(runs["clf"].best_checkpoint, ["CCN", "c1ccccc1", "CCO"])
     np.testing.assert_allclose(good, alone, rtol=1e-5, atol=1e-6)
@@ -108,13 +109,13 @@ def test_missing_inputs_are_clear_errors(runs, tmp_path):
         predict_table(runs["clf"].save_dir, pd.DataFrame({"smiles": ["C"]}), smiles_column="SMILES")
     with pytest.raises(FileNotFoundError):
         predict_table(runs["clf"].save_dir, tmp_path / "nope.csv")
-    with pytest.raises(FileNotFoundError, match="no fine-tuned checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         resolve_checkpoint(tmp_path)
     assert resolve_checkpoint(runs["clf"].save_dir).name == "checkpoint_best.pt"
 
 
 def test_cli_predict_in_process_and_as_a_command(runs, tmp_path):
-    from bartsmiles.cli import main
+    from bartsmiles.cli.main import main
 
     src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
     frame = _input_frame()

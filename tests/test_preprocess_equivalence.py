@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bartsmiles.cli import main
+from bartsmiles.cli.main import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_corpus.smi"
 DICT = Path(__file__).resolve().parents[1] / "pretrained" / "dict.txt"

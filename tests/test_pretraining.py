@@ -2,7 +2,7 @@
 
 Every training run here is ``bartsmiles_tiny`` on ``tests/fixtures/tiny_corpus.smi`` (408 SMILES),
 on the CPU, with ``--num-workers 0``.  Runs inside the pytest process go through
-``bartsmiles.cli.main``; runs that must be separate processes (the ``fairseq-train`` console
+``bartsmiles.cli.main.main``; runs that must be separate processes (the ``fairseq-train`` console
 script, the kill/resume run, the distributed ranks) use the venv's own executables.
 """
 from __future__ import annotations
@@ -26,10 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-from bartsmiles import cli
-from bartsmiles.config import PretrainConfig, pretrain_args
-from bartsmiles.pretraining import build_vocabulary, preprocess, pretrain
-from bartsmiles.training import TrainingSetupError
+from bartsmiles.cli import main as cli
+from bartsmiles.errors import TrainingSetupError
+from bartsmiles.training.pretraining import PretrainConfig, build_vocabulary, preprocess, pretrain, pretrain_args
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny_corpus.smi"
@@ -234,7 +233,7 @@ def test_preprocess_sharded(corpus_files, vocab, tmp_path):
 
 
 def test_preprocess_truncates_and_counts(corpus_files, vocab, tmp_path):
-    from bartsmiles.tokenizer import SmilesTokenizer
+    from bartsmiles.core.tokenizer import SmilesTokenizer
 
     limit = 20  # positions, <s> and </s> included
     tok = SmilesTokenizer()
@@ -298,8 +297,8 @@ def test_cli_and_fairseq_train_give_the_same_loss(data_dir, tmp_path, train_log,
 _ONE_PROCESS = textwrap.dedent(
     """
     import sys
-    from bartsmiles.config import PretrainConfig
-    from bartsmiles.pretraining import pretrain
+    from bartsmiles.training.pretraining import PretrainConfig
+    from bartsmiles.training.pretraining import pretrain
     from bartsmiles.tasks import USER_DIR
 
     data, out = sys.argv[1], sys.argv[2]
@@ -382,14 +381,14 @@ def test_world_size_without_gpu_fails_loudly(data_dir, tmp_path, capsys):
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has GPUs: the spawn would work")
     flags = _tiny_flags(data_dir, tmp_path / "ck", max_update=2)
-    flags.remove("--cpu")
+    flags[flags.index("--cpu")] = "--no-cpu"  # ask for GPU workers explicitly (without it: the CPU recipe)
     _cli_fails(["pretrain", *flags, "--world-size", "2"], capsys, TrainingSetupError, "exit 0 having trained nothing")
     # also when the distributed flags come through verbatim, with an init method fairseq would spawn on
     _cli_fails(["pretrain", *_tiny_flags(data_dir, tmp_path / "ck", max_update=2), "--",
                 "--distributed-world-size", "2", "--distributed-init-method", "tcp://127.0.0.1:29511"],
                capsys, TrainingSetupError, "GPU")
     with pytest.raises(TrainingSetupError, match="trained nothing"):  # the API raises
-        pretrain(PretrainConfig(data=str(data_dir), save_dir=str(tmp_path / "ck"), world_size=2))
+        pretrain(PretrainConfig(data=str(data_dir), save_dir=str(tmp_path / "ck"), world_size=2, cpu=False))
     assert not (tmp_path / "ck" / "checkpoint_last.pt").exists()
 
 
@@ -398,7 +397,7 @@ def test_raw_fairseq_train_two_workers_without_gpu_trains_nothing(data_dir, tmp_
     """Documents fairseq's silent failure that ``bartsmiles pretrain`` refuses (test above)."""
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has GPUs")
-    from bartsmiles.training import free_port
+    from bartsmiles.training.runner import free_port
 
     save = tmp_path / "ck"
     argv = pretrain_args(PretrainConfig(data=str(data_dir), save_dir=str(save), arch="bartsmiles_tiny", max_update=2,
@@ -491,7 +490,7 @@ def test_randomize_smiles_wraps_the_training_split_only(data_dir):
     from fairseq import tasks as fairseq_tasks
 
     from bartsmiles.tasks.augment import RandomizedSmilesDataset
-    from bartsmiles.training import parse_fairseq_args
+    from bartsmiles.training.runner import parse_fairseq_args
 
     cfg = parse_fairseq_args(pretrain_args(PretrainConfig(data=str(data_dir), arch="bartsmiles_tiny",
                                                           randomize_smiles=1.0, cpu=True)))
@@ -510,7 +509,7 @@ def test_batches_are_loaded_without_a_buffer_thread(data_dir):
     test_cli_and_fairseq_train_give_the_same_loss, whose weights then differ by ~5e-3."""
     from fairseq import tasks as fairseq_tasks
 
-    from bartsmiles.training import parse_fairseq_args
+    from bartsmiles.training.runner import parse_fairseq_args
 
     cfg = parse_fairseq_args(pretrain_args(PretrainConfig(data=str(data_dir), arch="bartsmiles_tiny", cpu=True)))
     task = fairseq_tasks.setup_task(cfg.task)
@@ -533,9 +532,9 @@ class _ListDataset(torch.utils.data.Dataset):
 
 
 def test_randomized_smiles_dataset(corpus, vocab):
-    from bartsmiles.chem import canonicalize
+    from bartsmiles.core.chem import canonicalize
+    from bartsmiles.core.tokenizer import SmilesTokenizer
     from bartsmiles.tasks.augment import RandomizedSmilesDataset
-    from bartsmiles.tokenizer import SmilesTokenizer
 
     tok = SmilesTokenizer()
     smiles = corpus[:40] + corpus[-8:]  # includes the charged / nitro molecules
@@ -609,7 +608,7 @@ class _NotAllowed:
 
 
 def test_missing_data_folder_is_named_with_the_way_to_make_it(tmp_path, capsys):
-    from bartsmiles.cli import main
+    from bartsmiles.cli.main import main
 
     missing = tmp_path / "no-such-data"
     assert main(["pretrain", "--data", str(missing), "--cpu", "--save-dir", str(tmp_path / "ck")]) == 2

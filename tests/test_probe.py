@@ -1,4 +1,4 @@
-"""The neuron probe (bartsmiles.probe) and `bartsmiles probe`, with synthetic features and a tiny model."""
+"""The neuron probe (bartsmiles.evaluation.probe) and `bartsmiles probe`, with synthetic features and a tiny model."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from bartsmiles.probe import ProbeConfig, choose, probe_features, run_probe
-from bartsmiles.splits import Split
+from bartsmiles.core.splits import Split
+from bartsmiles.evaluation.probe import ProbeConfig, choose, probe_features, run_probe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import make_fixtures  # noqa: E402
@@ -104,7 +104,7 @@ def test_run_probe_writes_json_and_png(tiny_clintox):
 
 
 def test_cli_probe_and_regression_refused(tiny_clintox, capsys):
-    from bartsmiles.cli import main
+    from bartsmiles.cli.main import main
 
     root, model = tiny_clintox
     assert main(["probe", "--model", str(model), "--dataset", "clintox", "--data-dir", str(root / "data"),

@@ -1,11 +1,11 @@
-"""The per-epoch progress bar fed by fairseq's JSON log records (bartsmiles.progress)."""
+"""The per-epoch progress bar fed by fairseq's JSON log records (bartsmiles.training.progress)."""
 from __future__ import annotations
 
 import io
 import json
 import logging
 
-from bartsmiles.progress import FAIRSEQ_PROGRESS_LOGGER, EpochProgress, parse_record
+from bartsmiles.training.progress import FAIRSEQ_PROGRESS_LOGGER, EpochProgress, parse_record
 
 
 def _log(name: str, stats: dict) -> None:

@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bartsmiles.finetuning import FinetuneConfig, FinetuneError, PropertyPredictor, finetune, predict
-from bartsmiles.metrics import rmse, roc_auc
-from bartsmiles.splits import Split
+from bartsmiles.core.metrics import rmse, roc_auc
+from bartsmiles.core.splits import Split
+from bartsmiles.errors import FinetuneError
+from bartsmiles.model.predictor import PropertyPredictor, predict
+from bartsmiles.training.finetuning import FinetuneConfig, finetune
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +42,7 @@ def tiny_cfg(**kw) -> FinetuneConfig:
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A bartsmiles_tiny denoising checkpoint (3 updates) with dict.txt beside it."""
-    from bartsmiles.config import PretrainConfig
-    from bartsmiles.pretraining import build_vocabulary, preprocess, pretrain
+    from bartsmiles.training.pretraining import PretrainConfig, build_vocabulary, preprocess, pretrain
 
     root = tmp_path_factory.mktemp("pre")
     (root / "train.smi").write_text("\n".join(MOLS * 2) + "\n")

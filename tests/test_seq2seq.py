@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bartsmiles.seq2seq import BartSmilesSeq2Seq, Seq2SeqConfig, Seq2SeqError, seq2seq_args, topk_accuracy
+from bartsmiles.errors import Seq2SeqError
+from bartsmiles.evaluation.retro import topk_accuracy
+from bartsmiles.seq2seq import BartSmilesSeq2Seq
+from bartsmiles.training.seq2seq import Seq2SeqConfig, seq2seq_args
 
 # 30 short reactions of the USPTO-50k training split (liu2017), as written there: PRODUCT >> REACTANTS
 USPTO = """\
@@ -103,9 +106,8 @@ def test_args_reject_bad_settings():
 
 
 def test_fairseq_parses_the_args(tmp_path):
-    from bartsmiles.training import parse_fairseq_args
-
     import bartsmiles.tasks.seq2seq  # noqa: F401
+    from bartsmiles.training.runner import parse_fairseq_args
 
     cfg = Seq2SeqConfig(data=str(tmp_path), arch="bartsmiles_tiny", save_dir=str(tmp_path / "s"), cpu=True,
                         randomize_smiles=0.25, criterion="cross_entropy")
@@ -124,15 +126,15 @@ def _task_cfg(tmp_path, **kw):
 
 
 def _vocab():
-    from bartsmiles.tokenizer import SmilesTokenizer
-    from bartsmiles.vocab import Vocabulary
+    from bartsmiles.core.tokenizer import SmilesTokenizer
+    from bartsmiles.core.vocab import Vocabulary
 
     tok = SmilesTokenizer()
     return Vocabulary.build(tok.tokenize(s) for s in PRODUCTS + REACTANTS)
 
 
 def test_reads_uspto_lines_both_layouts_and_directions(tmp_path):
-    from bartsmiles.tasks.seq2seq import read_pairs, split_file
+    from bartsmiles.tasks.seq2seq_data import read_pairs, split_file
 
     (tmp_path / "retrosynthesis-train.smi").write_text("\n".join(REACTIONS[:3]) + "\n\n")
     path = split_file(str(tmp_path), "train")
@@ -160,7 +162,8 @@ BAD = [
 
 @pytest.mark.parametrize("bad,reason", BAD)
 def test_each_bad_line_kind_is_an_error_with_its_line_number(tmp_path, bad, reason):
-    from bartsmiles.tasks.seq2seq import Seq2SeqDataError, read_pairs
+    from bartsmiles.errors import Seq2SeqDataError
+    from bartsmiles.tasks.seq2seq_data import read_pairs
 
     path = tmp_path / "train.smi"
     path.write_text("\n".join([REACTIONS[0], "", REACTIONS[1], bad, REACTIONS[2]]) + "\n")
@@ -169,7 +172,8 @@ def test_each_bad_line_kind_is_an_error_with_its_line_number(tmp_path, bad, reas
 
 
 def test_too_long_and_csv_errors_name_the_line(tmp_path):
-    from bartsmiles.tasks.seq2seq import Seq2SeqDataError, read_pairs
+    from bartsmiles.errors import Seq2SeqDataError
+    from bartsmiles.tasks.seq2seq_data import read_pairs
 
     path = tmp_path / "train.smi"
     path.write_text(f"{REACTIONS[0]}\n{'C' * 200} >> CCO\n")
@@ -205,11 +209,11 @@ def test_skip_invalid_uses_the_rest_and_reports_the_lines(tmp_path):
 
 
 def test_augmentation_is_seeded_per_epoch_and_keeps_the_molecules(tmp_path):
-    from bartsmiles.chem import canonicalize_set
+    from bartsmiles.core.chem import canonicalize_set
     from bartsmiles.tasks.seq2seq import SmilesSideDataset
 
     vocab = _vocab()
-    ids = [vocab.encode(__import__("bartsmiles.tokenizer").tokenizer.SmilesTokenizer().tokenize(s)) for s in REACTANTS]
+    ids = [vocab.encode(__import__("bartsmiles.core.tokenizer").core.tokenizer.SmilesTokenizer().tokenize(s)) for s in REACTANTS]
     ds = SmilesSideDataset(REACTANTS, ids, vocab, side=1, prob=1.0, seed=3)
     again = SmilesSideDataset(REACTANTS, ids, vocab, side=1, prob=1.0, seed=3)
 
@@ -246,15 +250,15 @@ def test_topk_is_order_independent_and_counts_invalid_top1():
 
 
 def test_generate_merges_and_aggregates_candidates():
-    from bartsmiles.seq2seq import _aggregate, _merge_canonical
+    from bartsmiles.seq2seq import aggregate_beams, merge_candidates
 
-    merged = _merge_canonical([("OCC", -0.5), ("CCO", -0.2), ("C1CC", -0.3), ("CC", -0.9)], drop_invalid=False)
+    merged = merge_candidates([("OCC", -0.5), ("CCO", -0.2), ("C1CC", -0.3), ("CC", -0.9)], drop_invalid=False)
     assert merged == [("CCO", -0.2), ("C1CC", -0.3), ("CC", -0.9)]
-    assert [s for s, _ in _merge_canonical([("C1CC", -0.1), ("CC", -0.9)], drop_invalid=True)] == ["CC"]
+    assert [s for s, _ in merge_candidates([("C1CC", -0.1), ("CC", -0.9)], drop_invalid=True)] == ["CC"]
     beams = [[("CCO", -0.1), ("CC", -0.2)], [("CC", -0.05), ("OCC", -0.3)], [("CC", -1.0)]]
-    rank = _aggregate(beams, "rank", 10, False)
+    rank = aggregate_beams(beams, "rank", 10, False)
     assert rank[0] == ("CC", pytest.approx(0.5 + 1 + 1)) and rank[1] == ("CCO", pytest.approx(1.5))
-    prob = _aggregate(beams, "prob", 1, False)
+    prob = aggregate_beams(beams, "prob", 1, False)
     assert len(prob) == 1 and prob[0][0] == "CC"
 
 
@@ -264,8 +268,7 @@ def test_generate_merges_and_aggregates_candidates():
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A bartsmiles_tiny denoising checkpoint (3 updates) over the reactions' molecules, dict.txt beside it."""
-    from bartsmiles.config import PretrainConfig
-    from bartsmiles.pretraining import build_vocabulary, preprocess, pretrain
+    from bartsmiles.training.pretraining import PretrainConfig, build_vocabulary, preprocess, pretrain
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pre")
@@ -395,7 +398,7 @@ def test_documented_fairseq_generate_on_a_test_file(smoke, tmp_path):
 
 
 def test_benchmark_retro_cli_writes_json_and_markdown(smoke, tmp_path):
-    from bartsmiles.cli import main
+    from bartsmiles.cli.main import main
 
     model, _ = smoke
     data = tmp_path / "data"

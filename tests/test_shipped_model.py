@@ -3,19 +3,17 @@
 The denoising check can fail: a broken or untrained export scores ~8 bits/token here, while the
 shipped model must reconstruct masked SMILES far better than that.
 """
-import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import bartsmiles
-from bartsmiles import api
-from bartsmiles.checkpoint import read_metadata
-from bartsmiles.vocab import Vocabulary
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.model.checkpoint import read_metadata
+from bartsmiles.model.resolve import shipped_model_dir
 
-SHIPPED = api.shipped_model_dir()
+SHIPPED = shipped_model_dir()
 pytestmark = pytest.mark.skipif(not (SHIPPED / "model.pt").is_file(), reason="no shipped model.pt")
 
 SMILES = [

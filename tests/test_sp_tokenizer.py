@@ -1,4 +1,4 @@
-"""Tests for bartsmiles.sp_tokenizer with a tiny SentencePiece model trained here."""
+"""Tests for bartsmiles.core.sp_tokenizer with a tiny SentencePiece model trained here."""
 from __future__ import annotations
 
 import gzip
@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bartsmiles.tokenizer import SmilesTokenizer, TokenizationError
-from bartsmiles.vocab import Vocabulary
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import TokenizationError
 
 spm = pytest.importorskip("sentencepiece")
-from bartsmiles.sp_tokenizer import WORD_BOUNDARY, SentencePieceTokenizer  # noqa: E402
-
 import os
+
+from bartsmiles.core.sp_tokenizer import WORD_BOUNDARY, SentencePieceTokenizer  # noqa: E402
 
 DATA = Path(os.environ.get("BARTSMILES_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 FALLBACK = ["CCO", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1", "CN1CCC[C@H]1c1cccnc1", "O=C(O)c1ccccc1Cl",

@@ -1,4 +1,4 @@
-"""Tests for bartsmiles.splits, including regression pins of the protocol scaffold split."""
+"""Tests for bartsmiles.core.splits, including regression pins of the protocol scaffold split."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,12 @@ import pytest
 from rdkit import Chem, RDLogger
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from bartsmiles.datasets import get_spec, load_dataset, locate
-from bartsmiles.splits import Split, SplitFileError, make_split, random_split, scaffold_split
+from bartsmiles.core.splits import Split, make_split, random_split, scaffold_split
+from bartsmiles.data.datasets import load_dataset
+from bartsmiles.data.registry import get_spec, locate
+from bartsmiles.errors import SplitFileError
 
-# (sizes, checksum) computed once with bartsmiles.splits and confirmed by _reference_split below.
+# (sizes, checksum) computed once with bartsmiles.core.splits and confirmed by _reference_split below.
 PINS = {
     "bbbp": ((1631, 204, 204), "26c1f8f796b88cd94fc1375d290170974f8037b1ab79833e2d0171ad494d0ad9"),
     "bace": ((1210, 151, 152), "add506d49402ac1448861ff2807ef31bd72c232f1e1d13d3cf90c6f31e9d5e02"),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bartsmiles.cli import main
-from bartsmiles.splits import Split
+from bartsmiles.cli.main import main
+from bartsmiles.core.splits import Split
 
 
 def test_run_writes_the_protocol_split_and_the_invalid_rows(data_dir, tmp_path, capsys):
@@ -39,9 +39,8 @@ def test_run_with_an_unknown_dataset_is_a_clear_error(tmp_path, capsys):
 def test_main_job_finetunes_and_prints_the_three_scores(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
     import make_fixtures
-    from test_benchmark import MOLS
-
     import pandas as pd
+    from test_benchmark import MOLS
 
     data = tmp_path / "data"
     (data / "moleculenet").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Tests for bartsmiles.tokenizer: exact round trip, errors, RDKit atom alignment."""
+"""Tests for bartsmiles.core.tokenizer: exact round trip, errors, RDKit atom alignment."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bartsmiles.tokenizer import SMILES_REGEX, SmilesTokenizer, TokenAlignment, TokenizationError
+from bartsmiles.core.tokenizer import SMILES_REGEX, SmilesTokenizer, TokenAlignment
+from bartsmiles.errors import TokenizationError
 
 DATA = Path(os.environ.get("BARTSMILES_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 MOLECULENET = {  # file -> SMILES column
@@ -64,7 +65,7 @@ def test_regex_is_public_and_atom_tokens():
 
 
 def test_core_module_imports_nothing_heavy():
-    code = ("import sys, bartsmiles.tokenizer, bartsmiles.vocab, bartsmiles.encoding;"
+    code = ("import sys, bartsmiles.core.tokenizer, bartsmiles.core.vocab, bartsmiles.core.encoding;"
             "bad = {'torch', 'fairseq', 'rdkit', 'pandas'} & set(sys.modules); assert not bad, bad")
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
@@ -203,7 +204,7 @@ def test_round_trip_every_moleculenet_row():
 def test_round_trip_moses_sample():
     path = DATA / "pretrain" / "moses" / "train.csv.gz"
     _require(path)
-    from bartsmiles.encoding import iter_smiles_file
+    from bartsmiles.core.encoding import iter_smiles_file
 
     rng = random.Random(0)
     sample = [s for s in iter_smiles_file(path) if rng.random() < 100_000 / 1_584_663]

@@ -1,10 +1,11 @@
-"""Tests for bartsmiles.vocab: fairseq-compatible ids, encode/decode, overflow policy."""
+"""Tests for bartsmiles.core.vocab: fairseq-compatible ids, encode/decode, overflow policy."""
 from __future__ import annotations
 
 import pytest
 
-from bartsmiles.tokenizer import SmilesTokenizer
-from bartsmiles.vocab import SequenceTooLongError, Vocabulary
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.errors import SequenceTooLongError
 
 SMILES = ["CCO", "c1ccccc1Cl", "CC(=O)[O-].[Na+]", "N#CC(Br)CO", "C1CC[C@@H](O)C1"]
 

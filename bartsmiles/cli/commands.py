@@ -1,0 +1,142 @@
+"""The handlers of the ``bartsmiles`` subcommands: each turns parsed arguments into one API call.
+
+A handler checks where its output will go before the work starts
+(:func:`bartsmiles.core.files.check_writable`), calls the library, and prints a short JSON
+summary.  Errors are not handled here: :func:`bartsmiles.cli.main.main` turns them into one line
+and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+
+from bartsmiles.cli.options import config_from_args
+from bartsmiles.core.files import check_writable
+from bartsmiles.evaluation.benchmark import BenchmarkConfig, run_benchmark
+from bartsmiles.evaluation.mainjob import MainJobConfig, run_main_job
+from bartsmiles.evaluation.probe import ProbeConfig, run_probe
+from bartsmiles.evaluation.report import summarize
+from bartsmiles.evaluation.retro import RetroBenchmarkConfig, run_retro_benchmark
+from bartsmiles.model.prediction import ERROR_COLUMN, predict_table
+from bartsmiles.model.pretrained import encode_file
+from bartsmiles.tasks import USER_DIR
+from bartsmiles.training.finetuning import FinetuneConfig
+from bartsmiles.training.finetuning import finetune as run_finetune
+from bartsmiles.training.pretraining import (
+    PretrainConfig,
+    build_vocabulary,
+    write_tokenized,
+)
+from bartsmiles.training.pretraining import (
+    preprocess as run_preprocess,
+)
+from bartsmiles.training.pretraining import (
+    pretrain as run_pretrain,
+)
+
+__all__ = ["run", "user_dir", "build_vocab", "tokenize", "preprocess", "pretrain", "encode", "finetune",
+           "benchmark", "probe", "predict", "benchmark_retro"]
+
+
+def _config(cls, args: argparse.Namespace):
+    return config_from_args(cls, args, getattr(args, "fairseq_args", ()))
+
+
+def run(args: argparse.Namespace) -> int:
+    run_main_job(_config(MainJobConfig, args))
+    return 0
+
+
+def user_dir(args: argparse.Namespace) -> int:
+    print(USER_DIR)
+    return 0
+
+
+def build_vocab(args: argparse.Namespace) -> int:
+    check_writable(args.output)
+    vocab, per_file = build_vocabulary(args.files, column=args.smiles_column, min_count=args.min_count,
+                                       n_jobs=args.workers)
+    vocab.save(args.output)
+    print(json.dumps({"output": args.output, "symbols": len(vocab.symbols), "smiles_read": per_file}, indent=2))
+    return 0
+
+
+def tokenize(args: argparse.Namespace) -> int:
+    check_writable(args.output)
+    n = write_tokenized(args.files, args.output, column=args.smiles_column, n_jobs=args.workers)
+    print(f"wrote {n} tokenized SMILES to {args.output}")
+    return 0
+
+
+def preprocess(args: argparse.Namespace) -> int:
+    report = run_preprocess(args.train, args.valid, args.vocab, args.dest, column=args.smiles_column,
+                            n_jobs=args.workers, num_shards=args.num_shards)
+    print(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    argv = run_pretrain(_config(PretrainConfig, args), dry_run=args.print_command)
+    if args.print_command:
+        print("fairseq-train " + " ".join(shlex.quote(a) for a in argv))
+    return 0
+
+
+def encode(args: argparse.Namespace) -> int:
+    """SMILES file in -> encoder features out (.npy array, or .csv with a smiles column + f0..f{d-1})."""
+    summary = encode_file(args.input, args.output, model=args.model, smiles_column=args.smiles_column,
+                          batch_size=args.batch_size, pooling=args.pooling, on_overflow=args.on_overflow,
+                          device=args.device, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0
+
+
+def finetune(args: argparse.Namespace) -> int:
+    result = run_finetune(_config(FinetuneConfig, args))
+    print(json.dumps({k: v for k, v in result.to_json().items() if k != "argv"}, indent=2))
+    return 0
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    """The PROTOCOL.md runner: models x datasets x seeds -> <out>.json/.md/.png (resumable)."""
+    finetune_settings = {k: getattr(args, k) for k in ("pretrained", "epochs", "lr", "batch_size", "dropout")
+                         if getattr(args, k) is not None}
+    given = {name: getattr(args, name) for name in ("datasets", "models", "seeds", "split", "data_dir", "out",
+                                                   "isolate", "resume", "n_jobs", "rf_n_estimators", "work_dir",
+                                                   "keep_checkpoints")}
+    cfg = BenchmarkConfig.from_json(args.config or "", finetune=finetune_settings, **given)
+    check_writable(cfg.out + ".json", make_folder=True)
+    results = run_benchmark(cfg, command=args.command_line.split(" "))
+    table = summarize(results["runs"])
+    print(json.dumps({f"{d}/{s}/{m}": {k: v[k] for k in ("metric", "mean", "std", "n", "wall_s_per_run")}
+                      for (d, s, m), v in table.items()}, indent=2))
+    failed = [r for r in results["runs"] if r.get("status") == "error"]
+    return 1 if failed else 0
+
+
+def probe(args: argparse.Namespace) -> int:
+    """The frozen-feature neuron probe (L1 logistic regression over a C sweep) -> JSON + PNG."""
+    cfg = _config(ProbeConfig, args)
+    check_writable(cfg.out + ".json", make_folder=True)
+    report = run_probe(cfg)
+    print(json.dumps({"out": report["outputs"], "chosen": report["chosen"]}, indent=2))
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Fine-tuned model + CSV in -> the same CSV plus one column per task and bartsmiles_error."""
+    check_writable(args.output)
+    out = predict_table(args.model, args.input, smiles_column=args.smiles_column, batch_size=args.batch_size,
+                        on_overflow=args.on_overflow)
+    out.to_csv(args.output, index=False)
+    n_bad = int((out[ERROR_COLUMN] != "").sum())
+    print(json.dumps({"output": args.output, "n": len(out), "n_errors": n_bad}))
+    return 0
+
+
+def benchmark_retro(args: argparse.Namespace) -> int:
+    """Retrosynthesis benchmark: (train,) generate on a split, top-k -> OUT.json + OUT.md."""
+    result = run_retro_benchmark(_config(RetroBenchmarkConfig, args), command=args.command_line)
+    print(json.dumps(result["scores"], indent=2))
+    return 0

@@ -1,0 +1,127 @@
+"""The ``bartsmiles`` argument parser: one subcommand per handler of :mod:`bartsmiles.cli.commands`.
+
+A command whose settings are a config dataclass (``run``, ``pretrain``, ``finetune``, ``probe``,
+``benchmark``, ``benchmark-retro``) gets one option per field
+(:func:`bartsmiles.cli.options.add_dataclass_args`), so a default is written in one place: the
+dataclass.  The small file commands (``encode``, ``predict``, ``tokenize`` ...) have no config
+class; their options are declared here once.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from typing import Callable
+
+from bartsmiles._version import __version__
+from bartsmiles.cli import commands
+from bartsmiles.cli.options import add_dataclass_args
+from bartsmiles.evaluation.benchmark import BenchmarkConfig
+from bartsmiles.evaluation.mainjob import MainJobConfig
+from bartsmiles.evaluation.probe import ProbeConfig
+from bartsmiles.evaluation.retro import RetroBenchmarkConfig
+from bartsmiles.model.pretrained import POOLINGS
+from bartsmiles.training.finetuning import FinetuneConfig
+from bartsmiles.training.pretraining import PretrainConfig
+
+__all__ = ["build_parser"]
+
+def _sub(sub, name: str, func: Callable, help_text: str, description: str = "") -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=description or help_text)
+    p.set_defaults(func=func)
+    return p
+
+
+def _file_commands(sub) -> None:
+    p = _sub(sub, "user-dir", commands.user_dir, "print the folder to give fairseq's --user-dir")
+
+    p = _sub(sub, "build-vocab", commands.build_vocab, "build dict.txt from corpus files")
+    p.add_argument("files", nargs="+", help="SMILES files (.csv[.gz] with --smiles-column, .smi, reaction lines)")
+    p.add_argument("-o", "--output", required=True, help="dict.txt to write")
+    p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV files (default: SMILES)")
+    p.add_argument("--min-count", type=int, default=1, help="drop tokens seen fewer times (default: 1)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: 0, all cores)")
+
+    p = _sub(sub, "tokenize", commands.tokenize,
+             "write SMILES files as space-separated tokens (input for fairseq-preprocess)")
+    p.add_argument("files", nargs="+", help="SMILES files (.csv[.gz] with --smiles-column, .smi, reaction lines)")
+    p.add_argument("-o", "--output", required=True, help="text file to write, one tokenized SMILES per line")
+    p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV files (default: SMILES)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: 0, all cores)")
+
+    p = _sub(sub, "preprocess", commands.preprocess, "tokenize and binarize SMILES files for fairseq")
+    p.add_argument("--train", nargs="+", required=True, help="training corpus files")
+    p.add_argument("--valid", nargs="+", required=True, help="validation corpus files")
+    p.add_argument("--vocab", required=True, help="dict.txt (see build-vocab)")
+    p.add_argument("--dest", required=True, help="output folder")
+    p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV files (default: SMILES)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: 0, all cores)")
+    p.add_argument("--num-shards", type=int, default=1, help="split the training data into this many shards")
+
+    p = _sub(sub, "encode", commands.encode, "encoder features of SMILES (.smi/.csv[.gz] in, .npy/.csv out)")
+    p.add_argument("input", help="SMILES file: .smi/.txt (one per line) or .csv[.gz] with --smiles-column")
+    p.add_argument("-o", "--output", required=True, help="features file: .npy (array n x d) or .csv")
+    p.add_argument("--model", default=None, help="model: .pt file, model folder or run folder (default: shipped)")
+    p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV input (default: SMILES)")
+    p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass (default: 64)")
+    p.add_argument("--pooling", default="mean", choices=POOLINGS, help="how token states become one vector")
+    p.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
+                   help="SMILES longer than the model's positions (default: error)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = _sub(sub, "predict", commands.predict,
+             "predict a CSV with a fine-tuned model (rows kept; NaN + reason for bad rows)")
+    p.add_argument("--model", required=True, help="fine-tuned model: .pt file, model folder or run folder")
+    p.add_argument("--input", required=True, help="input CSV")
+    p.add_argument("--output", required=True,
+                   help="output CSV: the input columns, one column per task, bartsmiles_error")
+    p.add_argument("--smiles-column", default="smiles", help="SMILES column of the input (default: smiles)")
+    p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass (default: 64)")
+    p.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
+                   help="SMILES longer than the model's positions: an error row (default) or cut and predicted")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bartsmiles",
+        description="BARTSmiles: a BART model over SMILES -- pretraining, fine-tuning, attribution.")
+    parser.add_argument("--version", action="version", version=f"bartsmiles {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _sub(sub, "run", commands.run,
+             "the main job: fine-tune the shipped model on BBBP and compare with ECFP4+RF",
+             "Data summary, scaffold split, ECFP4+RF, frozen features and fine-tuning of the shipped model; "
+             "prints the test scores side by side.")
+    add_dataclass_args(p, MainJobConfig)
+    _file_commands(sub)
+
+    p = _sub(sub, "pretrain", commands.pretrain,
+             "BART denoising pretraining through fairseq (same path as fairseq-train)",
+             "Arguments after `--` go to fairseq-train verbatim.")
+    add_dataclass_args(p, PretrainConfig)
+    p.add_argument("--print-command", action="store_true", help="print the equivalent fairseq-train command and exit")
+
+    p = _sub(sub, "finetune", commands.finetune,
+             "fine-tune for property prediction through fairseq (same path as fairseq-train)",
+             "Fine-tune a pretrained model on a CSV or a registered dataset. Arguments after `--` go to "
+             "fairseq-train verbatim.")
+    add_dataclass_args(p, FinetuneConfig)
+
+    p = _sub(sub, "benchmark", commands.benchmark, "run the PROTOCOL.md benchmark (models x datasets x seeds)",
+             "Writes OUT.json (every run), OUT.md (mean ± std table) and OUT.png. Runs already in OUT.json are "
+             "skipped. Options given here override --config.")
+    p.add_argument("--config", default=None, help="JSON with BenchmarkConfig fields (incl. a 'finetune' object)")
+    add_dataclass_args(p, BenchmarkConfig, defaults_none=True)
+    group = p.add_argument_group("fine-tuning settings of the bartsmiles models (override the config's 'finetune')")
+    group.add_argument("--model", dest="pretrained", default=None,
+                       help=next(f for f in fields(FinetuneConfig) if f.name == "pretrained").metadata["help"])
+    add_dataclass_args(group, FinetuneConfig, only=("epochs", "lr", "batch_size", "dropout"), defaults_none=True)
+
+    p = _sub(sub, "probe", commands.probe, "neuron probe: L1 logistic regression on frozen features over a C sweep")
+    add_dataclass_args(p, ProbeConfig)
+
+    p = _sub(sub, "benchmark-retro", commands.benchmark_retro,
+             "retrosynthesis top-k on USPTO-50k (or a data folder): train or load, generate, score",
+             "Writes OUT.json (settings, top-k, timings) and OUT.md (top-k table).")
+    add_dataclass_args(p, RetroBenchmarkConfig)
+    return parser

@@ -1,0 +1,209 @@
+"""RDKit helpers: parse, validate, canonicalize, scaffold, randomize and match molecules.
+
+Every function here takes typed input and fails loudly:
+
+* a SMILES that RDKit cannot parse (default sanitization, as ``Chem.MolFromSmiles``)
+  raises :class:`InvalidSmilesError`, which names the SMILES, the row when one is
+  known, and RDKit's own reason when it can be recovered;
+* an empty or whitespace-only string is invalid (RDKit would silently return an
+  empty molecule for it);
+* a value of the wrong type raises :class:`TypeError` naming the type received.
+
+RDKit's C++ logging is silenced while parsing, so that a data set with a few bad rows
+does not flood stderr; the reason is recovered by re-parsing the failing SMILES
+without sanitization and sanitizing it explicitly, which turns RDKit's log line into
+an exception message.
+
+This module is part of the core layer: it imports RDKit and numpy only. RDKit is optional at import
+time (the GPU images that only tokenize and pretrain lack it); using a function without it is a
+one-line ``ModuleNotFoundError``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+
+try:
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+except ImportError as _error:  # RDKit is optional where only tokenizing and pretraining run (GPU images lack it)
+    _WHY = str(_error)
+
+    class _NoRDKit:
+        """Stands in for RDKit when it is not installed; any use says so in one line."""
+
+        def __getattr__(self, name: str):
+            raise ModuleNotFoundError(f"RDKit is needed here (rdkit.{name}) but cannot be imported ({_WHY}): "
+                                      "pip install rdkit")
+
+    Chem = RDLogger = MurckoScaffold = _NoRDKit()
+
+from bartsmiles.errors import InvalidSmilesError
+
+__all__ = [
+    "InvalidSmilesError",
+    "parse_smiles",
+    "is_valid_smiles",
+    "canonicalize",
+    "canonicalize_set",
+    "canonicalize_set_or_none",
+    "murcko_scaffold",
+    "randomize_smiles",
+    "match_smarts",
+]
+
+
+@contextlib.contextmanager
+def _quiet_rdkit() -> Iterator[None]:
+    """Silence RDKit's error and warning log for the duration of the block."""
+    blocker = getattr(Chem.rdBase, "BlockLogs", None)
+    if blocker is not None:  # RDKit >= 2022.03: scoped and restores the previous state
+        block = blocker()
+        try:
+            yield
+        finally:
+            del block
+        return
+    RDLogger.DisableLog("rdApp.*")  # pragma: no cover - old RDKit only
+    try:  # pragma: no cover
+        yield
+    finally:  # pragma: no cover
+        RDLogger.EnableLog("rdApp.*")
+
+
+def _check_str(value: object, what: str = "smiles") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _failure_reason(smiles: str) -> str:
+    """Recover why ``Chem.MolFromSmiles`` rejected ``smiles`` (called on failure only)."""
+    with _quiet_rdkit():
+        raw = Chem.MolFromSmiles(smiles, sanitize=False)
+        if raw is None:
+            return "SMILES syntax error (RDKit could not parse the string)"
+        try:
+            Chem.SanitizeMol(raw)
+        except Exception as exc:  # RDKit raises several sanitization exception types
+            text = str(exc).strip()
+            return f"sanitization failed: {text}" if text else "sanitization failed"
+    return "RDKit rejected the SMILES"
+
+
+def parse_smiles(smiles: str, *, row: int | None = None) -> Chem.Mol:
+    """Parse ``smiles`` with RDKit's default sanitization.
+
+    Args:
+        smiles: the SMILES string.
+        row: optional 0-based row number, only used in the error message.
+
+    Returns:
+        The sanitized molecule (never ``None``).
+
+    Raises:
+        TypeError: ``smiles`` is not a ``str``.
+        InvalidSmilesError: the string is empty or RDKit cannot parse/sanitize it.
+    """
+    _check_str(smiles)
+    if not smiles.strip():
+        raise InvalidSmilesError(smiles, row=row, reason="empty SMILES")
+    with _quiet_rdkit():
+        mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise InvalidSmilesError(smiles, row=row, reason=_failure_reason(smiles))
+    return mol
+
+
+def is_valid_smiles(smiles: str) -> bool:
+    """Return True when :func:`parse_smiles` would succeed (False for non-strings too)."""
+    if not isinstance(smiles, str):
+        return False
+    try:
+        parse_smiles(smiles)
+    except InvalidSmilesError:
+        return False
+    return True
+
+
+def canonicalize(smiles: str, *, isomeric: bool = True) -> str:
+    """RDKit canonical SMILES of ``smiles``; ``isomeric=False`` drops stereo and isotopes."""
+    return Chem.MolToSmiles(parse_smiles(smiles), isomericSmiles=isomeric)
+
+
+def canonicalize_set(smiles: str) -> str:
+    """Order-independent key for a ``'.'``-joined set of molecules.
+
+    The whole string is parsed once (so ring closures written across a ``'.'`` are
+    handled correctly), written as canonical SMILES, split into its fragments, and
+    the fragments are sorted and re-joined with ``'.'``. Repeated fragments are kept.
+    ``canonicalize_set("OCC.c1ccccc1") == canonicalize_set("c1ccccc1.CCO")``.
+    """
+    canonical = Chem.MolToSmiles(parse_smiles(smiles))
+    return ".".join(sorted(canonical.split(".")))
+
+
+def canonicalize_set_or_none(smiles: str) -> str | None:
+    """:func:`canonicalize_set` of ``smiles``, or ``None`` when it is not a valid SMILES string.
+
+    For scoring generated text, where an invalid candidate is an outcome, not an error.
+    """
+    if not isinstance(smiles, str):
+        return None
+    try:
+        return canonicalize_set(smiles)
+    except InvalidSmilesError:
+        return None
+
+
+def murcko_scaffold(smiles_or_mol: str | Chem.Mol, *, include_chirality: bool = False) -> str:
+    """Bemis-Murcko scaffold SMILES, as ``MurckoScaffold.MurckoScaffoldSmiles``.
+
+    Acyclic molecules have the empty scaffold ``""``.
+
+    Raises:
+        TypeError: the argument is neither a ``str`` nor an RDKit ``Mol``.
+        InvalidSmilesError: a SMILES argument does not parse.
+    """
+    if isinstance(smiles_or_mol, Chem.Mol):
+        mol = smiles_or_mol
+    elif isinstance(smiles_or_mol, str):
+        mol = parse_smiles(smiles_or_mol)
+    else:
+        raise TypeError(
+            f"murcko_scaffold expects a SMILES str or an RDKit Mol, got {type(smiles_or_mol).__name__}"
+        )
+    return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=include_chirality)
+
+
+def randomize_smiles(smiles: str, rng: np.random.Generator) -> str:
+    """A random, valid, non-canonical SMILES of the same molecule.
+
+    The atoms are renumbered by ``rng.permutation`` and the molecule is written with
+    ``canonical=False`` (stereo kept), so the result depends only on ``rng``'s state.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    mol = parse_smiles(smiles)
+    order = [int(i) for i in rng.permutation(mol.GetNumAtoms())]
+    shuffled = Chem.RenumberAtoms(mol, order)
+    return Chem.MolToSmiles(shuffled, canonical=False)
+
+
+def match_smarts(mol: Chem.Mol, smarts: str) -> list[tuple[int, ...]]:
+    """All (unique) substructure matches of ``smarts`` in ``mol``, as atom-index tuples.
+
+    Raises:
+        TypeError: ``mol`` is not an RDKit ``Mol`` or ``smarts`` not a ``str``.
+        ValueError: ``smarts`` is not a valid SMARTS pattern (the message names it).
+    """
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
+    _check_str(smarts, "smarts")
+    with _quiet_rdkit():
+        pattern = Chem.MolFromSmarts(smarts) if smarts.strip() else None
+    if pattern is None:
+        raise ValueError(f"invalid SMARTS pattern {smarts!r}")
+    return [tuple(int(i) for i in match) for match in mol.GetSubstructMatches(pattern)]
