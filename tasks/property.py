@@ -112,6 +112,11 @@ class SmilesPropertyConfig(FairseqDataclass):
         default="",
         metadata={"help": "validation metric: roc_auc | prc_auc (classification), rmse (regression); default by task type"},
     )
+    random_length_batches: bool = field(
+        default=False,
+        metadata={"help": "draw training batches of random lengths (padded to their longest molecule) instead of "
+                          "length-sorted buckets of the same number of molecules"},
+    )
     classification_head_name: str = field(
         default="smiles_property", metadata={"help": "name of the model's classification head"}
     )
@@ -304,6 +309,7 @@ class SmilesPropertyTask(FairseqTask):
         self.datasets[split] = PropertyDataset(
             ids, table.labels, pad=self.dictionary.pad(), eos=self.dictionary.eos(),
             shuffle=(split == "train"), seed=self.cfg.seed,
+            length_sorted=not (split == "train" and getattr(self.cfg, "random_length_batches", False)),
         )
         logger.info("split %s: %d molecules, %d task(s)", split, len(table), self.n_tasks)
         return self.datasets[split]

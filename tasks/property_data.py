@@ -12,8 +12,14 @@ collater builds what fairseq's BART sentence classification expects::
 BART's classification head reads the decoder state at the last ``</s>`` of ``src_tokens``; with
 the shifted source as decoder input that state has seen the whole molecule.
 
-Batches are drawn in a fresh seeded random order every epoch (``set_epoch``), unlike fairseq's
-sentence_prediction which fixes one permutation for the whole run.
+Batches are length-sorted buckets by default (``length_sorted=True``): the molecules are put in a
+fresh seeded random order every epoch (``set_epoch``), then stably sorted by length, so that
+fairseq's ``batch_by_size`` cuts batches of similar lengths and pads little; fairseq's epoch
+iterator then shuffles the order of the batches.  A batch keeps the configured number of
+molecules, so the effective batch size of the recipe is unchanged.  ``length_sorted=False`` gives
+batches of random lengths (the first round's behaviour), padded to their longest molecule.
+Inference and validation sets (``shuffle=False``) are sorted by length too; the order of their
+outputs is restored by ``id``.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ class PropertyDataset(FairseqDataset):
         eos: int,
         shuffle: bool = True,
         seed: int = 1,
+        length_sorted: bool = True,
     ):
         super().__init__()
         self.tokens = [torch.as_tensor(np.asarray(t, dtype=np.int64)) for t in tokens]
@@ -51,6 +58,7 @@ class PropertyDataset(FairseqDataset):
         self.sizes = np.array([len(t) for t in self.tokens], dtype=np.int64)
         self.pad, self.eos = pad, eos
         self.shuffle, self.seed, self.epoch = shuffle, seed, 1
+        self.length_sorted = length_sorted
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -72,10 +80,14 @@ class PropertyDataset(FairseqDataset):
         return not self.shuffle  # a new order each epoch needs a new iterator
 
     def ordered_indices(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self), dtype=np.int64)
-        with data_utils.numpy_seed(self.seed, self.epoch):
-            return np.random.permutation(len(self)).astype(np.int64)
+        if self.shuffle:
+            with data_utils.numpy_seed(self.seed, self.epoch):
+                order = np.random.permutation(len(self)).astype(np.int64)
+        else:
+            order = np.arange(len(self), dtype=np.int64)
+        if self.length_sorted:  # stable: equal lengths keep the (random) order above
+            order = order[np.argsort(self.sizes[order], kind="stable")]
+        return order
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:

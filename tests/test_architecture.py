@@ -207,3 +207,17 @@ def test_imports_sit_at_the_top_unless_lazy_and_said_so():
                 if "lazy" not in context:
                     wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert not wrong, "imports inside functions without a '# lazy: why' comment:\n" + "\n".join(wrong)
+
+
+def test_all_lists_only_what_the_module_defines():
+    """``__all__`` re-exporting an imported name would be a compatibility shim in disguise."""
+    wrong = []
+    for module, path in MODULES.items():
+        if _is_package(module):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                names = [e.value for e in node.value.elts]
+                defined = _defined_names(module)
+                wrong += [f"{module}: {n}" for n in names if n not in defined]
+    assert not wrong, wrong

@@ -43,7 +43,6 @@ except ImportError as _error:  # RDKit is optional where only tokenizing and pre
 from bartsmiles.errors import InvalidSmilesError
 
 __all__ = [
-    "InvalidSmilesError",
     "parse_smiles",
     "is_valid_smiles",
     "canonicalize",

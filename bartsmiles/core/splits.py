@@ -40,7 +40,7 @@ import numpy as np
 from bartsmiles.core.chem import murcko_scaffold, parse_smiles
 from bartsmiles.errors import InvalidSmilesError, SplitFileError
 
-__all__ = ["Split", "SplitFileError", "scaffold_split", "random_split", "make_split", "SPLIT_KINDS"]
+__all__ = ["Split", "scaffold_split", "random_split", "make_split", "SPLIT_KINDS"]
 
 SPLIT_KINDS = ("scaffold", "random")
 

@@ -25,7 +25,6 @@ from bartsmiles.errors import TokenizationError
 
 __all__ = [
     "SMILES_REGEX",
-    "TokenizationError",
     "TokenAlignment",
     "SmilesTokenizer",
 ]

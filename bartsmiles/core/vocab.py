@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from bartsmiles.errors import SequenceTooLongError
 
-__all__ = ["Vocabulary", "SequenceTooLongError", "SPECIAL_SYMBOLS"]
+__all__ = ["Vocabulary", "SPECIAL_SYMBOLS"]
 
 #: fairseq's special symbols, in the order ``Dictionary.__init__`` adds them.
 SPECIAL_SYMBOLS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>")

@@ -44,9 +44,11 @@ class PropertyPredictor:
         return list(self.meta["task_names"])
 
     def predict(self, smiles: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """(n, n_tasks) probabilities (classification) or values in the original units.
+        """(n, n_tasks) probabilities (classification) or values in the original units, in input order.
 
-        A SMILES that RDKit cannot parse gets a row of NaN (and a warning).
+        A SMILES that RDKit cannot parse gets a row of NaN (and a warning).  Batches are cut from
+        the molecules sorted by length, so that each pads to a similar length (the dataset's
+        order); each output row goes back to its input position by the batch's ``id``.
         """
         smiles = [str(s).strip() for s in smiles]
         ok = []
@@ -64,13 +66,14 @@ class PropertyPredictor:
         ids, _, _ = self.task.encode([smiles[i] for i in ok], on_overflow="truncate")
         dataset = self.task.build_dataset_for_inference(ids)
         head = self.meta["classification_head_name"]
-        preds = []
-        with torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        values = np.full((len(ok), len(self.task_names)), np.nan)
+        order = dataset.ordered_indices()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = dataset.collater([dataset[int(i)] for i in order[start:start + batch_size]])
                 logits, _ = self.model(**batch["net_input"], features_only=True, classification_head_name=head)
-                preds.append(to_predictions(logits.float(), self.meta).numpy())
-        out[ok] = np.concatenate(preds).astype(np.float64)
+                values[batch["id"].numpy()] = to_predictions(logits.float(), self.meta).numpy()
+        out[ok] = values
         return out
 
 

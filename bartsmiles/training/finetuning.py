@@ -96,6 +96,8 @@ class FinetuneConfig(TrainingConfig):
     epochs: int = _help("training epochs (paper: about 10)", default=10)
     batch_size: int = _help("molecules per batch (paper: 16)", default=16)
     valid_batch_size: int = _help("molecules per validation batch", default=64)
+    random_length_batches: bool = _help("draw training batches of random lengths (padded to their longest molecule) "
+                                        "instead of length-sorted buckets of BATCH_SIZE molecules", default=False)
     attention_dropout: float = _help("attention dropout", default=0.1)
     pooler_dropout: float = _help("dropout inside the classification head", default=0.0)
     pos_weight: str = _help("classification: 'auto' (n_neg/n_pos per task), a number, or 'none'", default="none")
@@ -209,6 +211,8 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
     ]
     if metric != "rmse":
         args += ["--maximize-best-checkpoint-metric"]
+    if cfg.random_length_batches:
+        args += ["--random-length-batches"]
     args += start_from_args(cfg.pretrained)
     args += cfg.runtime_args()
     args += list(cfg.extra_args)
