@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -77,6 +76,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 
 from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.files import cell_text
 from bartsmiles.core.metrics import roc_auc
 from bartsmiles.core.splits import Split
 from bartsmiles.errors import InvalidSmilesError
@@ -121,18 +121,12 @@ def _smiles_list(X: Any, what: str = "smiles") -> list:
     return arr.tolist()
 
 
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
 def _check_smiles(smiles: list) -> tuple[list[int], list[tuple[int, str, str]]]:
     """(indices of parsable rows, [(row, smiles, reason)] of the others)."""
 
     ok, bad = [], []
     for i, value in enumerate(smiles):
-        text = _text(value)
+        text = cell_text(value)
         try:
             parse_smiles(text)
         except InvalidSmilesError as exc:
@@ -272,7 +266,7 @@ class _BartSmilesEstimator(BaseEstimator):
         if bad:
             warnings.warn(f"fit: {len(bad)} invalid SMILES dropped: rows {[r for r, _, _ in bad][:50]}"
                           f"{' ...' if len(bad) > 50 else ''}", UserWarning, stacklevel=2)
-        train_smiles, train_y = [_text(X[i]) for i in ok], Y[ok]
+        train_smiles, train_y = [cell_text(X[i]) for i in ok], Y[ok]
         if valid is not None:
             Xv = _smiles_list(valid[0], "valid smiles")
             Yv = self._encode_labels(valid[1], refit=False)
@@ -283,7 +277,7 @@ class _BartSmilesEstimator(BaseEstimator):
             if bad_v:
                 warnings.warn(f"fit: {len(bad_v)} invalid validation SMILES dropped: rows "
                               f"{[r for r, _, _ in bad_v][:50]}", UserWarning, stacklevel=2)
-            all_smiles = train_smiles + [_text(Xv[i]) for i in ok_v]
+            all_smiles = train_smiles + [cell_text(Xv[i]) for i in ok_v]
             all_y = np.concatenate([train_y, Yv[ok_v]])
             train_idx, valid_idx = list(range(len(train_smiles))), list(range(len(train_smiles), len(all_smiles)))
         else:
@@ -379,14 +373,14 @@ class _BartSmilesEstimator(BaseEstimator):
                                      "target_scaling": scaling})
         record = {"class": type(self).__name__, "params": self.get_params(deep=False),
                   "fitted": self._fitted_state()}
-        (folder / ESTIMATOR_FILE).write_text(json.dumps(record, indent=2, default=str))
+        (folder / ESTIMATOR_FILE).writecell_text(json.dumps(record, indent=2, default=str))
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike):
         """An estimator saved with :meth:`save`, ready to predict (and to refit)."""
         folder = Path(path)
-        record = json.loads((folder / ESTIMATOR_FILE).read_text())
+        record = json.loads((folder / ESTIMATOR_FILE).readcell_text())
         if record.get("class") != cls.__name__:
             raise ValueError(f"{folder} holds a {record.get('class')}, not a {cls.__name__}")
         known = cls._get_param_names()

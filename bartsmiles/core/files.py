@@ -19,7 +19,20 @@ import pandas as pd
 
 from bartsmiles.errors import DataError
 
-__all__ = ["read_csv", "check_writable", "check_utf8"]
+__all__ = ["read_csv", "check_writable", "check_utf8", "cell_text"]
+
+
+def cell_text(value: object) -> str:
+    """The text of a table cell holding a SMILES: ``""`` for a missing value, else ``str(value).strip()``.
+
+    Missing means ``None``, a float NaN of any width, ``pd.NA`` (nullable string columns) and
+    ``pd.NaT``, so that an empty cell is reported as empty, never as the SMILES ``"<NA>"``.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value):
+        return ""
+    return str(value).strip()
 
 
 def check_utf8(path: str | os.PathLike) -> None:

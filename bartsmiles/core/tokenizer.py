@@ -180,11 +180,49 @@ def _atom_map(smiles: str, n_atom_tokens: int) -> list[int | None]:
     mapping: list[int | None] = [None] * n_atom_tokens
     for atom in without_h.GetAtoms():
         mapping[atom.GetIntProp("_bartsmiles_k")] = atom.GetIdx()
-    # Guard against RDKit changing how default parsing removes hydrogens.
-    if without_h.GetNumAtoms() != reference.GetNumAtoms() or any(
-        a.GetAtomicNum() != b.GetAtomicNum() or a.GetIsotope() != b.GetIsotope()
+    if without_h.GetNumAtoms() == reference.GetNumAtoms() and all(
+        a.GetAtomicNum() == b.GetAtomicNum() and a.GetIsotope() == b.GetIsotope()
         for a, b in zip(without_h.GetAtoms(), reference.GetAtoms())
     ):
+        return mapping
+    # The default parser kept a hydrogen that RemoveHs drops (an explicit [H] on a directional
+    # bond, e.g. "CC(=N/[H])/C"): match the two parses directly instead.
+    return _match_kept_hydrogens(smiles, with_h, reference)
+
+
+def _match_kept_hydrogens(smiles: str, with_h: Any, reference: Any) -> list[int | None]:
+    """Atom-token order ``k`` -> atom of ``reference`` when the two parses differ only in kept [H].
+
+    Heavy atoms keep their relative order in both parses, so they pair up in order; each hydrogen
+    that ``reference`` kept pairs with an unpaired hydrogen of ``with_h`` on the same heavy atom
+    (hydrogens without a heavy neighbour pair in order).  Any other difference is an error.
+    """
+    def heavy(mol):
+        return [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() != 1]
+
+    pairs = list(zip(heavy(with_h), heavy(reference)))
+    if len(heavy(with_h)) != len(heavy(reference)):
+        raise ValueError(f"SMILES {smiles!r}: could not reproduce RDKit's hydrogen removal")
+    mapping: list[int | None] = [None] * with_h.GetNumAtoms()
+    k_of_j = {j: k for k, j in pairs}
+    for k, j in pairs:
+        mapping[k] = j
+    free = [a.GetIdx() for a in with_h.GetAtoms() if a.GetAtomicNum() == 1]
+    for atom in reference.GetAtoms():
+        if atom.GetAtomicNum() != 1:
+            continue
+        anchors = [k_of_j[n.GetIdx()] for n in atom.GetNeighbors() if n.GetIdx() in k_of_j]
+        here = [k for k in free
+                if not anchors or any(n.GetIdx() in anchors for n in with_h.GetAtomWithIdx(k).GetNeighbors())]
+        if not here:
+            raise ValueError(f"SMILES {smiles!r}: could not reproduce RDKit's hydrogen removal")
+        free.remove(here[0])
+        mapping[here[0]] = atom.GetIdx()
+    def same(k: int, m: int) -> bool:
+        a, b = with_h.GetAtomWithIdx(k), reference.GetAtomWithIdx(m)
+        return a.GetAtomicNum() == b.GetAtomicNum() and a.GetIsotope() == b.GetIsotope()
+
+    if any(m is not None and not same(k, m) for k, m in enumerate(mapping)):
         raise ValueError(f"SMILES {smiles!r}: could not reproduce RDKit's hydrogen removal")
     return mapping
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bartsmiles.core.chem import parse_smiles
-from bartsmiles.core.files import read_csv
+from bartsmiles.core.files import cell_text, read_csv
 from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.errors import InvalidSmilesError, MissingColumnError, SequenceTooLongError, TokenizationError
 from bartsmiles.model.predictor import PropertyPredictor
@@ -42,12 +42,6 @@ def _load_predictor(model: Any):
     return PropertyPredictor(resolve_checkpoint(model))
 
 
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
 def row_errors(predictor, smiles: Sequence[Any], on_overflow: str = "error") -> list[str]:
     """Per input row, why it cannot be predicted ("" when it can)."""
 
@@ -58,7 +52,7 @@ def row_errors(predictor, smiles: Sequence[Any], on_overflow: str = "error") -> 
     tokenizer = None
     errors = []
     for value in smiles:
-        text = _text(value)
+        text = cell_text(value)
         if not text:
             errors.append("empty SMILES")
             continue
@@ -90,6 +84,8 @@ def predict_rows(model: Any, smiles: Sequence[Any], *, batch_size: int = 64,
 
     ``model``: a checkpoint path / folder, or a loaded :class:`bartsmiles.model.predictor.PropertyPredictor`.
     """
+    if isinstance(smiles, str):
+        raise TypeError("predict_rows takes a sequence of SMILES, not one string: wrap it in a list")
     predictor = _load_predictor(model)
     smiles = list(smiles)
     errors = row_errors(predictor, smiles, on_overflow=on_overflow)
@@ -97,7 +93,7 @@ def predict_rows(model: Any, smiles: Sequence[Any], *, batch_size: int = 64,
     out = np.full((len(smiles), len(names)), np.nan)
     ok = [i for i, e in enumerate(errors) if not e]
     if ok:
-        out[ok] = predictor.predict([_text(smiles[i]) for i in ok], batch_size=batch_size)
+        out[ok] = predictor.predict([cell_text(smiles[i]) for i in ok], batch_size=batch_size)
     bad = len(smiles) - len(ok)
     if bad:
         rows = [i for i, e in enumerate(errors) if e]
