@@ -91,7 +91,9 @@ def _train_epoch(cfg, task, model, criterion, optimizer, split: str, max_updates
         optimizer.step()
         optimizer.zero_grad()
         times["optimizer"] += time.perf_counter() - t
-        tokens = sample["net_input"]["src_tokens"]
+        # the padded tensor the real tokens travel in: the target for denoising, the source here
+        target = sample.get("target")
+        tokens = target if target is not None and target.dtype == torch.long else sample["net_input"]["src_tokens"]
         real += int(sample["ntokens"])
         positions += int(tokens.numel())
         updates += 1

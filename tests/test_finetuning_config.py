@@ -125,3 +125,33 @@ def test_fairseq_parses_the_argument_list():
     assert cfg.checkpoint.maximize_best_checkpoint_metric
     assert not cfg.checkpoint.no_epoch_checkpoints
     assert cfg.common.cpu
+
+
+def test_token_budget_counts_the_batches_fairseq_will_cut():
+    # 10 short molecules and 6 long ones; 4 per batch, at most 200 padded positions per batch
+    sizes = [20] * 10 + [90] * 6
+    # sorted buckets: [20]*4, [20]*4, [20]*2 + [90]*2 -> cut: 2 long need 180 <= 200 but 4 x 90 > 200
+    n = updates_per_epoch(len(sizes), 4, sizes=sizes, max_tokens=200)
+    assert n == updates_per_epoch(len(sizes), 4, sizes=list(reversed(sizes)), max_tokens=200)  # order-free
+    assert n > updates_per_epoch(len(sizes), 4)  # the long molecules come in smaller batches
+    assert updates_per_epoch(len(sizes), 4, sizes=sizes, max_tokens=10_000) == updates_per_epoch(len(sizes), 4)
+    with pytest.raises(ValueError, match="size of every"):
+        updates_per_epoch(len(sizes), 4, max_tokens=200)
+
+
+def test_max_tokens_reaches_fairseq_and_needs_sizes():
+    sizes = [30] * 90 + [120] * 10
+    argv = finetune_args(_cfg(max_tokens=512, batch_size=16), n_train=100, user_dir="/p", train_sizes=sizes)
+    assert _value(argv, "--max-tokens") == "512"
+    per_epoch = updates_per_epoch(100, 16, sizes=sizes, max_tokens=512)
+    assert _value(argv, "--max-update") == str(10 * per_epoch) and per_epoch > 7
+    assert "--max-tokens" not in finetune_args(_cfg(), n_train=100, user_dir="/p")
+    with pytest.raises(FinetuneError, match="train_sizes"):
+        finetune_args(_cfg(max_tokens=512), n_train=100, user_dir="/p")
+    with pytest.raises(FinetuneError, match="at least max_positions"):
+        finetune_args(_cfg(max_tokens=64), n_train=100, user_dir="/p", train_sizes=sizes)
+
+
+def test_keep_last_epochs_zero_writes_no_epoch_checkpoints():
+    argv = finetune_args(_cfg(keep_last_epochs=0), n_train=10, user_dir="/p")
+    assert "--no-epoch-checkpoints" in argv and "--keep-last-epochs" not in argv

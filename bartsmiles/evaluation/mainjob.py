@@ -48,6 +48,9 @@ class MainJobConfig:
     epochs: int = _help("fine-tuning epochs", default=5)
     batch_size: int = _help("molecules per fine-tuning batch", default=32)
     lr: float = _help("peak fine-tuning learning rate", default=1e-4)
+    max_tokens: int = _help("cap a fine-tuning batch at this many padded token positions (0: no cap): the few "
+                            "batches of long molecules get fewer of them, and peak memory stays under 2 GB",
+                            default=2048)
     rf_trees: int = _help("trees of the ECFP4 random forest (protocol: 500)", default=500)
     progress: bool = _help("progress bar per fine-tuning epoch", default=True)
 
@@ -57,7 +60,7 @@ def run_main_job(cfg: MainJobConfig) -> dict:
 
     if cfg.finetune and (cfg.epochs < 1 or cfg.batch_size < 1):
         raise ValueError(f"epochs and batch_size must be >= 1 (got {cfg.epochs}, {cfg.batch_size})")
-    model_file = str(resolve_checkpoint(cfg.model or None))  # a .pt file, a model folder, or the shipped model
+    model_file = str(resolve_checkpoint(cfg.model or None))  # a .pt file, a model or run folder, or the shipped model
     t_start = time.perf_counter()
     out = Path(cfg.out or f"runs/{cfg.dataset}_{cfg.split}")
     summary, split, dataset = run_summary(cfg.dataset, cfg.data_dir or None, split=cfg.split, seed=cfg.seed,
@@ -79,7 +82,8 @@ def run_main_job(cfg: MainJobConfig) -> dict:
         result = finetune(FinetuneConfig(
             data=cfg.dataset, data_dir=cfg.data_dir, pretrained=model_file, split=str(out / "split.json"),
             save_dir=str(out / "finetune"), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-            seed=cfg.seed, keep_last_epochs=1, log_file=str(out / "finetune" / "train.log"),
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed, keep_last_epochs=0, log_file=str(out / "finetune" / "train.log"),
             progress=cfg.progress))
         finetuned = result.to_json()
         rows.insert(0, {"model": f"bartsmiles fine-tuned ({cfg.epochs} epochs)", "key": "bartsmiles",

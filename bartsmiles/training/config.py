@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
+from fairseq.data import data_utils
 
 from bartsmiles.model.checkpoint import pretrained_model_args
 
@@ -62,9 +64,24 @@ def config_help(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
-def updates_per_epoch(n_train: int, batch_size: int, update_freq: int = 1) -> int:
-    """Optimizer updates in one epoch of ``n_train`` examples."""
-    return math.ceil(math.ceil(n_train / batch_size) / update_freq)
+def updates_per_epoch(n_train: int, batch_size: int, update_freq: int = 1, *,
+                      sizes: Optional[Sequence[int]] = None, max_tokens: int = 0) -> int:
+    """Optimizer updates in one epoch of ``n_train`` examples.
+
+    With ``max_tokens`` the batches of length-sorted buckets are also capped at that many padded
+    positions; ``sizes`` (positions of each example) then decide how many batches there are,
+    counted by fairseq's own ``batch_by_size`` exactly as training will cut them.
+    """
+    if not max_tokens:
+        return math.ceil(math.ceil(n_train / batch_size) / update_freq)
+    if sizes is None or len(sizes) != n_train:
+        raise ValueError("a token budget (max_tokens) needs the size of every training example")
+    lengths = np.asarray(sizes, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    batches = data_utils.batch_by_size(order, num_tokens_fn=lambda i: int(lengths[i]), max_tokens=max_tokens,
+                                       max_sentences=batch_size, required_batch_size_multiple=1,
+                                       num_tokens_vec=lengths[order])
+    return math.ceil(len(batches) / update_freq)
 
 
 @dataclass

@@ -43,6 +43,7 @@ from fairseq import checkpoint_utils
 
 from bartsmiles.core.metrics import default_metric, score
 from bartsmiles.core.splits import SPLIT_KINDS, make_split
+from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.data.datasets import load_table
 from bartsmiles.data.download import sha256_file
 from bartsmiles.data.registry import get_spec, locate, resolve_targets
@@ -96,6 +97,8 @@ class FinetuneConfig(TrainingConfig):
     epochs: int = _help("training epochs (paper: about 10)", default=10)
     batch_size: int = _help("molecules per batch (paper: 16)", default=16)
     valid_batch_size: int = _help("molecules per validation batch", default=64)
+    max_tokens: int = _help("also cap a batch at this many padded token positions (0: no cap); long molecules then "
+                            "come in smaller batches, which bounds the memory of the longest batch", default=0)
     random_length_batches: bool = _help("draw training batches of random lengths (padded to their longest molecule) "
                                         "instead of length-sorted buckets of BATCH_SIZE molecules", default=False)
     attention_dropout: float = _help("attention dropout", default=0.1)
@@ -105,7 +108,8 @@ class FinetuneConfig(TrainingConfig):
     metric: str = _help("validation metric: roc_auc | prc_auc | rmse; empty: by task type (roc_auc, rmse)", default="")
     max_positions: int = _help("longest input in tokens, <s> and </s> included", default=128)
     on_overflow: str = _help("longer SMILES: 'truncate' (counted in the report) or 'error'", default="truncate")
-    keep_last_epochs: int = _help("keep the newest N epoch checkpoints (for averaging); -1 keeps all", default=5)
+    keep_last_epochs: int = _help("keep the newest N epoch checkpoints (for averaging); -1 keeps all; 0 writes none "
+                                  "(checkpoint_best.pt and checkpoint_last.pt are always written)", default=5)
     score_test: bool = _help("after training, predict the test split with the best checkpoint and score it", default=True)
     progress: bool = _help("show a progress bar per epoch (loss, validation metric) instead of fairseq's log lines on the console", default=True)
 
@@ -149,7 +153,8 @@ def split_file_path(cfg: FinetuneConfig) -> Optional[str]:
     return cfg.split if is_split_file(cfg.split) else os.path.join(cfg.save_dir, "split.json")
 
 
-def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = None) -> list[str]:
+def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = None,
+                  train_sizes: Optional[Sequence[int]] = None) -> list[str]:
     """The ``fairseq-train`` argument list for ``cfg`` (without the program name).
 
     ``cfg`` must be resolved (``task_type`` and ``arch`` set; :func:`finetune` does that).
@@ -170,7 +175,12 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
     cfg.check_training(FinetuneError)
     metric = _metric(cfg)
 
-    total = cfg.epochs * updates_per_epoch(n_train, cfg.batch_size, cfg.update_freq)
+    if cfg.max_tokens and cfg.max_tokens < cfg.max_positions:
+        raise FinetuneError(f"max_tokens ({cfg.max_tokens}) must be at least max_positions ({cfg.max_positions})")
+    if cfg.max_tokens and (train_sizes is None or len(train_sizes) != n_train):
+        raise FinetuneError("max_tokens needs the token count of every training molecule (train_sizes)")
+    total = cfg.epochs * updates_per_epoch(n_train, cfg.batch_size, cfg.update_freq, sizes=train_sizes,
+                                           max_tokens=cfg.max_tokens)
     args = [
         cfg.data,
         "--user-dir", user_dir or USER_DIR,
@@ -202,9 +212,10 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
         "--max-update", str(total),
         "--batch-size", str(cfg.batch_size),
         "--batch-size-valid", str(cfg.valid_batch_size),
+        *(["--max-tokens", str(cfg.max_tokens)] if cfg.max_tokens else []),
         "--required-batch-size-multiple", "1",
         "--save-dir", cfg.save_dir,
-        "--keep-last-epochs", str(cfg.keep_last_epochs),
+        *(["--no-epoch-checkpoints"] if cfg.keep_last_epochs == 0 else ["--keep-last-epochs", str(cfg.keep_last_epochs)]),
         "--best-checkpoint-metric", metric,
         # fairseq lists DATA as a folder looking for extra valid* files; DATA may be a CSV file
         "--ignore-unused-valid-subsets",
@@ -378,6 +389,12 @@ def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -
 # --------------------------------------------------------------------------- runner
 
 
+def _positions(cfg: FinetuneConfig, smiles: Sequence[str]) -> list[int]:
+    """Positions each training molecule takes (``<s>``, tokens, ``</s>``; truncated as the task does)."""
+    tokenizer = SmilesTokenizer()
+    return [min(len(tokenizer.tokenize(s)) + 2, cfg.max_positions) for s in smiles]
+
+
 def reset_fairseq_best() -> None:
     """fairseq keeps the best validation value on a function attribute: forget a previous run's."""
     if hasattr(checkpoint_utils.save_checkpoint, "best"):
@@ -394,7 +411,7 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     t0 = time.perf_counter()
     cfg = resolve_config(cfg)
     cfg, splits = _prepare_data(cfg)
-    argv = finetune_args(cfg, n_train=len(splits["train"]))
+    argv = finetune_args(cfg, n_train=len(splits["train"]), train_sizes=_positions(cfg, splits["train"].smiles))
     metric = _metric(cfg)
     sizes = {k: len(v) for k, v in splits.items()}
     save = Path(cfg.save_dir)
