@@ -373,14 +373,14 @@ class _BartSmilesEstimator(BaseEstimator):
                                      "target_scaling": scaling})
         record = {"class": type(self).__name__, "params": self.get_params(deep=False),
                   "fitted": self._fitted_state()}
-        (folder / ESTIMATOR_FILE).writecell_text(json.dumps(record, indent=2, default=str))
+        (folder / ESTIMATOR_FILE).write_text(json.dumps(record, indent=2, default=str))
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike):
         """An estimator saved with :meth:`save`, ready to predict (and to refit)."""
         folder = Path(path)
-        record = json.loads((folder / ESTIMATOR_FILE).readcell_text())
+        record = json.loads((folder / ESTIMATOR_FILE).read_text())
         if record.get("class") != cls.__name__:
             raise ValueError(f"{folder} holds a {record.get('class')}, not a {cls.__name__}")
         known = cls._get_param_names()

@@ -28,6 +28,9 @@ else:
     # does not flood the user's console with matplotlib/PIL debug lines.
     _root = _logging.getLogger()
     _root_state = (_root.level, list(_root.handlers))
+    # fairseq's text-to-speech task announces a missing tensorboardX at INFO on import; it is not
+    # needed here, and the line would be the first thing every command printed
+    _logging.getLogger("fairseq.tasks.text_to_speech").setLevel(_logging.WARNING)
 
     from . import _compat
 
