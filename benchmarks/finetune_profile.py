@@ -8,8 +8,8 @@ One process, one machine, the same model, in this order:
 1. **Pretraining** (``smiles_denoising``, BART noise, ``--max-tokens`` batches) of the same
    architecture for ``--pretrain-updates`` updates on MOSES molecules: real (non-pad) tokens/s.
 2. **Fine-tuning** one epoch of the train split (``smiles_property``), twice: batches of random
-   lengths (the first round's batching) and length-sorted buckets of the same number of molecules
-   (the default now).  Each phase is timed on its own: data loading and collating, forward (the
+   lengths (the default) and length-sorted buckets of the same number of molecules
+   (``--length-sorted-batches``).  Each phase is timed on its own: data loading and collating, forward (the
    criterion), backward, optimizer step (clipping included); then a full validation pass (inference
    mode) and the writing of one checkpoint with its optimizer state.  Real tokens, padded
    positions and the padding fraction are counted.
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             save_dir=str(work / "ft"), batch_size=args.batch_size, seed=args.seed, cpu=True))
         n_train = len(split.train)
         results: dict = {"finetune": {}}
-        for mode, random_lengths in (("random_length_batches", True), ("length_sorted_buckets", False)):
-            cfg = dataclasses.replace(base, random_length_batches=random_lengths)
+        for mode, sorted_lengths in (("random_length_batches", False), ("length_sorted_buckets", True)):
+            cfg = dataclasses.replace(base, length_sorted_batches=sorted_lengths)
             fcfg, task, model, criterion, optimizer = _build(finetune_args(cfg, n_train))
             for name in ("train", "valid"):
                 task.load_dataset(name)

@@ -12,14 +12,15 @@ collater builds what fairseq's BART sentence classification expects::
 BART's classification head reads the decoder state at the last ``</s>`` of ``src_tokens``; with
 the shifted source as decoder input that state has seen the whole molecule.
 
-Batches are length-sorted buckets by default (``length_sorted=True``): the molecules are put in a
-fresh seeded random order every epoch (``set_epoch``), then stably sorted by length, so that
-fairseq's ``batch_by_size`` cuts batches of similar lengths and pads little; fairseq's epoch
-iterator then shuffles the order of the batches.  A batch keeps the configured number of
-molecules, so the effective batch size of the recipe is unchanged.  ``length_sorted=False`` gives
-batches of random lengths (the first round's behaviour), padded to their longest molecule.
-Inference and validation sets (``shuffle=False``) are sorted by length too; the order of their
-outputs is restored by ``id``.
+Order of the molecules: a training set (``shuffle=True``) gets a fresh seeded random order every
+epoch (``set_epoch``).  With ``length_sorted=True`` that order is then stably sorted by length, so
+that fairseq's ``batch_by_size`` cuts length-sorted buckets that pad little (fairseq's epoch
+iterator shuffles the order of the batches; a batch keeps the configured number of molecules).
+The task asks for this on its training split only with ``--length-sorted-batches``: it is about
+twice as fast, but batches of similar length are batches of similar size, and on a size-driven
+target (ESOL) it cost accuracy (README, "Speed").  Inference and validation sets
+(``shuffle=False``) are always sorted by length: their outputs go back by ``id``, so nothing but
+the speed changes.
 """
 from __future__ import annotations
 
