@@ -208,9 +208,10 @@ class ConvergenceWarning(UserWarning):
 
 # ------------------------------------------------------------------------------ command lines
 
-#: Exceptions that are the user's input, not a bug: one line and exit status 2.
+#: Exceptions that are the user's input or environment, not a bug: one line and exit status 2
+#: (ImportError: an optional dependency such as RDKit that this machine lacks).
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    BartSmilesError, OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError, UnicodeError,
+    BartSmilesError, OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError, UnicodeError, ImportError,
 )
 
 

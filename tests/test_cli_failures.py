@@ -153,4 +153,10 @@ def test_run_handler_separates_user_errors_from_bugs(capsys):
     _one_line(capsys, "prog: error: refusing to load checkpoint x.pt")
     assert run_handler("prog", bug) == 1
     _one_line(capsys, "prog: internal error: ZeroDivisionError", "BARTSMILES_DEBUG")
+
+    def missing_dependency():
+        raise ModuleNotFoundError("RDKit is needed here (rdkit.MolFromSmiles) but cannot be imported: pip install rdkit")
+
+    assert run_handler("prog", missing_dependency) == 2
+    _one_line(capsys, "prog: error: RDKit is needed here")
     assert issubclass(UnsafeCheckpointError, BartSmilesError)
