@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from dataclasses import fields
 
 from bartsmiles.cli.options import config_from_args
 from bartsmiles.core.files import check_writable
@@ -102,9 +103,8 @@ def benchmark(args: argparse.Namespace) -> int:
     """The PROTOCOL.md runner: models x datasets x seeds -> <out>.json/.md/.png (resumable)."""
     finetune_settings = {k: getattr(args, k) for k in ("pretrained", "epochs", "lr", "batch_size", "dropout")
                          if getattr(args, k) is not None}
-    given = {name: getattr(args, name) for name in ("datasets", "models", "seeds", "split", "data_dir", "out",
-                                                   "isolate", "resume", "n_jobs", "rf_n_estimators", "work_dir",
-                                                   "keep_checkpoints")}
+    given = {f.name: getattr(args, f.name) for f in fields(BenchmarkConfig) if hasattr(args, f.name)}
+    given.pop("finetune", None)
     cfg = BenchmarkConfig.from_json(args.config or "", finetune=finetune_settings, **given)
     check_writable(cfg.out + ".json", make_folder=True)
     results = run_benchmark(cfg, command=args.command_line.split(" "))

@@ -58,7 +58,6 @@ def read_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table file not found: {path}")
-    check_utf8(path)
     try:
         return pd.read_csv(path, **kwargs)
     except pd.errors.EmptyDataError:
@@ -68,6 +67,7 @@ def read_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
         where = f" at line {found.group(1)}" if found else ""
         raise DataError(f"{path}: not a well-formed CSV{where}: {str(exc).strip().splitlines()[-1]}") from None
     except UnicodeDecodeError as exc:
+        check_utf8(path)  # names the line (plain files)
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
     except (csv.Error, OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})") from None

@@ -15,7 +15,6 @@ Every command and function that takes a model (``load_pretrained``, ``bartsmiles
    them, so a run folder never silently picks one of two models.
 
 Anything else raises :class:`FileNotFoundError` naming the path and what was looked for.
-No torch import.
 """
 from __future__ import annotations
 

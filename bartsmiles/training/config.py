@@ -25,6 +25,7 @@ import torch
 from fairseq.data import data_utils
 
 from bartsmiles.model.checkpoint import pretrained_model_args
+from bartsmiles.model.resolve import resolve_checkpoint
 
 __all__ = ["help_field", "override", "TrainingConfig", "config_help", "updates_per_epoch", "resolve_model",
            "start_from_args", "RESET_FLAGS", "PRECISIONS", "LR_SCHEDULERS"]
@@ -168,20 +169,24 @@ def start_from_args(checkpoint: str) -> list[str]:
 def resolve_model(pretrained: str, arch: str, model_args: Sequence[str], cpu: Optional[bool]) -> dict:
     """Config changes that make the model match ``pretrained`` and pick the device.
 
-    The architecture and shape flags are read from the pretrained checkpoint (a different
-    ``arch`` would fail to load, so the checkpoint wins with a warning); without a checkpoint the
-    default is ``bartsmiles_small``.  ``cpu=None`` becomes "CPU exactly when no GPU is visible".
-    Shared by property fine-tuning and seq2seq.
+    ``pretrained`` (a file, model folder or run folder) becomes its checkpoint file
+    (:func:`~bartsmiles.model.resolve.resolve_checkpoint`).  The architecture and shape flags are
+    read from it (a different ``arch`` would fail to load, so the checkpoint wins with a warning);
+    without a checkpoint the default is ``bartsmiles_small``.  ``cpu=None`` becomes "CPU exactly
+    when no GPU is visible".  Shared by property fine-tuning and seq2seq.
     """
     changes: dict = {}
     if pretrained:
-        if not Path(pretrained).is_file():
+        if not Path(pretrained).exists():
             raise FileNotFoundError(
                 f"pretrained checkpoint not found: {pretrained} (fairseq would silently train from scratch)")
-        found, flags = pretrained_model_args(pretrained)
+        path = str(resolve_checkpoint(pretrained))
+        if path != pretrained:
+            changes["pretrained"] = path
+        found, flags = pretrained_model_args(path)
         if arch and arch != found:
             logger.warning("arch %s given, but %s was pretrained as %s: using the checkpoint's shape",
-                           arch, pretrained, found)
+                           arch, path, found)
         changes["arch"] = found
         if not model_args:
             changes["model_args"] = tuple(flags)

@@ -50,7 +50,6 @@ from bartsmiles.data.registry import get_spec, locate, resolve_targets
 from bartsmiles.errors import FinetuneError, PropertyDataError
 from bartsmiles.model.checkpoint import load_fairseq_state
 from bartsmiles.model.predictor import predict
-from bartsmiles.model.resolve import resolve_checkpoint
 from bartsmiles.tasks import USER_DIR
 from bartsmiles.tasks.property_table import check_trainable, read_property_splits
 from bartsmiles.training.config import (
@@ -257,13 +256,8 @@ def resolve_config(cfg: FinetuneConfig) -> FinetuneConfig:
         changes["task_type"] = cfg.task_type or spec.task_type
         if not cfg.metric and spec.metric in ("roc_auc", "prc_auc", "rmse"):
             changes["metric"] = spec.metric
-    if cfg.pretrained and not Path(cfg.pretrained).exists():
-        raise FileNotFoundError(f"pretrained checkpoint not found: {cfg.pretrained} (fairseq would silently train "
-                                "from scratch)")
-    pretrained = str(resolve_checkpoint(cfg.pretrained)) if cfg.pretrained else ""
-    if pretrained != cfg.pretrained:
-        changes["pretrained"] = pretrained
-    changes.update(resolve_model(pretrained, cfg.arch, cfg.model_args, cfg.cpu))
+    changes.update(resolve_model(cfg.pretrained, cfg.arch, cfg.model_args, cfg.cpu))
+    pretrained = changes.get("pretrained", cfg.pretrained)
     if pretrained and not cfg.dict:
         beside = Path(pretrained).with_name("dict.txt")
         if beside.is_file():
@@ -413,7 +407,8 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     t0 = time.perf_counter()
     cfg = resolve_config(cfg)
     cfg, splits = _prepare_data(cfg)
-    argv = finetune_args(cfg, n_train=len(splits["train"]), train_sizes=_positions(cfg, splits["train"].smiles))
+    sizes = _positions(cfg, splits["train"].smiles) if cfg.max_tokens else None  # only a token budget needs them
+    argv = finetune_args(cfg, n_train=len(splits["train"]), train_sizes=sizes)
     metric = _metric(cfg)
     sizes = {k: len(v) for k, v in splits.items()}
     save = Path(cfg.save_dir)

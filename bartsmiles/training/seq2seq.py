@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from bartsmiles.errors import Seq2SeqError
-from bartsmiles.model.resolve import resolve_checkpoint
 from bartsmiles.tasks import USER_DIR
 from bartsmiles.training.config import TrainingConfig, help_field, resolve_model, start_from_args, updates_per_epoch
 
@@ -125,8 +124,4 @@ def seq2seq_args(cfg: Seq2SeqConfig, n_train: int, user_dir: Optional[str] = Non
 
 def resolve_config(cfg: Seq2SeqConfig) -> Seq2SeqConfig:
     """The pretrained checkpoint file, its architecture and shape flags; ``cpu`` when no GPU."""
-    pretrained = str(resolve_checkpoint(cfg.pretrained)) if cfg.pretrained else ""
-    changes = resolve_model(pretrained, cfg.arch, cfg.model_args, cfg.cpu)
-    if pretrained != cfg.pretrained:
-        changes["pretrained"] = pretrained
-    return dataclasses.replace(cfg, **changes)
+    return dataclasses.replace(cfg, **resolve_model(cfg.pretrained, cfg.arch, cfg.model_args, cfg.cpu))
