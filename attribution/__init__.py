@@ -1,14 +1,20 @@
 """Attribution for BARTSmiles: which atoms and substructures drive a prediction.
 
 >>> from bartsmiles.attribution import Attributor
->>> attributor = Attributor("runs/finetune/checkpoint_best.pt")
+>>> attributor = Attributor("runs/finetune/checkpoint_best.pt")          # method="ig", the default
 >>> [a] = attributor.attribute("O=[N+]([O-])c1ccccc1", target=0, n_steps=50)
 >>> a.atom_scores, a.delta                   # per RDKit atom; Captum's convergence delta
 >>> a.substructures()                        # functional groups, BRICS, scaffold, ranked
+>>> occlusion = Attributor("runs/finetune/checkpoint_best.pt", method="mask_occlusion")
+>>> [o] = occlusion.attribute("O=[N+]([O-])c1ccccc1")  # also "gradient_x_input", "shapley"
 
-* :mod:`.integrated_gradients` -- :class:`Attributor` (a fine-tuned model's output) and
-  :class:`NeuronAttributor` (one pooled encoder feature of a frozen model): Captum integrated
-  gradients at the encoder's input token embeddings.
+* :mod:`.attributor` -- :class:`Attributor` (a fine-tuned model's output) and
+  :class:`NeuronAttributor` (one pooled encoder feature of a frozen model): one API for every
+  method (:data:`METHODS`), one result type (:class:`Attribution`).
+* the methods, all at the encoder's input token embeddings: :mod:`.integrated_gradients`
+  (Captum IG), :mod:`.occlusion` (``<mask>`` occlusion per atom), :mod:`.gradient_x_input`,
+  :mod:`.shapley` (Captum Shapley value sampling / feature ablation);
+  :mod:`.inputs` -- what they share (loading, checked molecules, padded batches).
 * :mod:`.mapping` -- token scores -> atom scores through the tokenizer's atom alignment.
 * :mod:`.substructures` -- atom scores -> functional groups (shipped SMARTS library), BRICS
   fragments, Murcko scaffold / side chains, user SMARTS.
@@ -19,13 +25,15 @@ Its errors (``AttributionError``, ``TargetError``, ``ConvergenceError``, ``Conve
 and the ``InvalidSmilesError`` / ``SmilesTooLongError`` every part of bartsmiles raises) are in
 :mod:`bartsmiles.errors`.
 """
-from .integrated_gradients import BASELINES, Attributor, NeuronAttributor
+from .attributor import METHODS, Attributor, NeuronAttributor
+from .inputs import BASELINES
 from .mapping import AtomMapping, map_token_scores, token_atom_matrix
-from .result import Attribution
+from .occlusion import occlusion_groups
+from .result import Attribution, MethodScores
 from .substructures import FunctionalGroup, brics_fragments, functional_groups, scaffold_parts, substructure_table
 
 __all__ = [
-    "Attributor", "NeuronAttributor", "Attribution", "BASELINES",
-    "AtomMapping", "map_token_scores", "token_atom_matrix", "FunctionalGroup", "functional_groups",
-    "substructure_table", "brics_fragments", "scaffold_parts",
+    "Attributor", "NeuronAttributor", "METHODS", "Attribution", "MethodScores", "BASELINES",
+    "AtomMapping", "map_token_scores", "token_atom_matrix", "occlusion_groups", "FunctionalGroup",
+    "functional_groups", "substructure_table", "brics_fragments", "scaffold_parts",
 ]

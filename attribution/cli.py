@@ -2,11 +2,16 @@
 
     bartsmiles-attribute MODEL "O=[N+]([O-])c1ccccc1" "CCO" --out attr/
     bartsmiles-attribute MODEL --csv molecules.csv --smiles-column smiles --target nitro --out attr/
+    bartsmiles-attribute MODEL --method mask_occlusion --attached "CC(=O)Nc1ccc(O)cc1" --out occ/
     bartsmiles-attribute PRETRAINED --neuron 17 --csv molecules.csv --out attr/
+
+``--method`` picks the attribution method (:data:`bartsmiles.attribution.attributor.METHODS`):
+``ig`` (integrated gradients, the default), ``mask_occlusion``, ``gradient_x_input``, ``shapley``.
 
 Writes into ``--out``:
 
-* ``summary.csv`` -- per molecule: output, baseline output, sum of scores, convergence delta, converged;
+* ``summary.csv`` -- per molecule: method, output, baseline output, sum of scores, delta, converged
+  (empty for the methods that are not additive);
 * ``atoms.csv`` -- per molecule and atom: the atom score;
 * ``tokens.csv`` -- per molecule and position (``<s>``, tokens, ``</s>``): the token score and its atoms;
 * ``substructures.csv`` -- per molecule: functional groups, BRICS fragments, scaffold / side chains
@@ -31,8 +36,9 @@ import pandas as pd
 from bartsmiles.core.files import check_writable, read_csv
 from bartsmiles.errors import AttributionError, InvalidSmilesError, MissingColumnError, run_handler
 
+from .attributor import METHODS, Attributor, NeuronAttributor, check_method
 from .draw import draw_attribution, draw_grid, write_html_report
-from .integrated_gradients import Attributor, NeuronAttributor
+from .shapley import ESTIMATORS, FEATURES
 
 __all__ = ["main", "build_parser"]
 
@@ -49,11 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=("mean", "bos", "eos"), help="pooling of --neuron")
     p.add_argument("--output", default="logit", choices=("logit", "prediction"),
                    help="attribute the head's logit (default) or the prediction (probability / value)")
-    p.add_argument("--baseline", default="pad", choices=("pad", "mask", "eos"), help="IG baseline token")
-    p.add_argument("--n-steps", type=int, default=50, help="integration steps (default 50)")
-    p.add_argument("--method", default="gausslegendre", help="Captum integration method")
-    p.add_argument("--internal-batch-size", type=int, default=None, help="Captum internal batch size")
-    p.add_argument("--batch-size", type=int, default=16, help="molecules attributed together")
+    p.add_argument("--method", default="ig", metavar="{" + ",".join(METHODS) + "}",
+                   help="attribution method (default ig: integrated gradients)")
+    p.add_argument("--baseline", default=None, choices=("pad", "mask", "eos", "zero"),
+                   help="token put in place of the molecule's tokens (default: pad for ig, mask for mask_occlusion "
+                        "and shapley); zero: a zero embedding, gradient_x_input only (its default)")
+    p.add_argument("--n-steps", type=int, default=50, help="ig: integration steps (default 50)")
+    p.add_argument("--ig-method", default="gausslegendre", help="ig: Captum integration rule (default gausslegendre)")
+    p.add_argument("--internal-batch-size", type=int, default=None, help="ig: Captum internal batch size")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="ig: molecules attributed together (default 16); other methods: most sequences per "
+                        "forward pass")
+    p.add_argument("--attached", action="store_true",
+                   help="mask_occlusion: also mask the atom's bond / branch / ring-closure tokens")
+    p.add_argument("--occlude-decoder", action="store_true", help="mask_occlusion: mask the decoder's input too")
+    p.add_argument("--n-samples", type=int, default=25, help="shapley: random permutations (default 25)")
+    p.add_argument("--estimator", default="sampling", choices=ESTIMATORS,
+                   help="shapley: Captum ShapleyValueSampling (default) or FeatureAblation")
+    p.add_argument("--features", default="tokens", choices=FEATURES,
+                   help="shapley: players are tokens (default) or atoms (+ one remainder player)")
+    p.add_argument("--seed", type=int, default=0, help="shapley: seed of the permutations")
     p.add_argument("--tolerance", type=float, default=0.05, help="relative convergence-delta tolerance")
     p.add_argument("--on-delta", default="warn", choices=("warn", "raise", "ignore"),
                    help="above the tolerance: warn (default), fail, or ignore")
@@ -96,6 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _attribute(args) -> int:
+    check_method(args.method)  # before any work: an unknown method is one line, exit 2
     out = Path(args.out)
     check_writable(out / "summary.csv", make_folder=True)  # before any work: the output folder must be usable
     smiles = _inputs(args)
@@ -103,14 +125,16 @@ def _attribute(args) -> int:
         print("bartsmiles-attribute: no SMILES given (positional or --csv)", file=sys.stderr)
         return 2
     smarts = _user_smarts(args.smarts)
-    common = dict(baselines=args.baseline, n_steps=args.n_steps, method=args.method,
+    common = dict(baselines=args.baseline, n_steps=args.n_steps, method=args.ig_method,
                   internal_batch_size=args.internal_batch_size, batch_size=args.batch_size,
-                  tolerance=args.tolerance, on_delta=args.on_delta)
+                  tolerance=args.tolerance, on_delta=args.on_delta, n_samples=args.n_samples,
+                  estimator=args.estimator, features=args.features, attached=args.attached,
+                  occlude_decoder=args.occlude_decoder, seed=args.seed)
     if args.neuron is not None:
-        attributor = NeuronAttributor(args.model, pooling=args.pooling)
+        attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method)
         run = lambda batch: attributor.attribute(batch, args.neuron, **common)  # noqa: E731
     else:
-        attributor = Attributor(args.model, output=args.output)
+        attributor = Attributor(args.model, output=args.output, method=args.method)
         target = int(args.target) if args.target.lstrip("-").isdigit() else args.target
         run = lambda batch: attributor.attribute(batch, target, **common)  # noqa: E731
 
@@ -118,7 +142,7 @@ def _attribute(args) -> int:
     good, errors = [], []
     for i, s in enumerate(smiles):
         try:
-            attributor._prepare([s])
+            attributor.prepare([s])
             good.append(i)
         except InvalidSmilesError as exc:
             errors.append({"row": i, "smiles": s, "error": str(exc).replace("at index 0", f"at row {i}")})
@@ -140,7 +164,8 @@ def _attribute(args) -> int:
         table = a.substructures(groups=not args.no_groups, brics=not args.no_brics,
                                 scaffold=not args.no_scaffold, smarts=smarts)
         tables.append(table)
-        summary.append({"row": row, "smiles": a.smiles, "quantity": a.quantity, "output": a.output,
+        summary.append({"row": row, "smiles": a.smiles, "method": a.attribution_method, "quantity": a.quantity,
+                        "output": a.output,
                         "baseline_output": a.baseline_output, "total": a.total, "delta": a.delta,
                         "converged": a.converged, "remainder": a.remainder})
         af = a.atom_frame()

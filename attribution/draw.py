@@ -215,6 +215,25 @@ def draw_grid(items: Sequence, path: Optional[str | os.PathLike] = None, *, n_co
     return _save(fig, path, fmt)
 
 
+#: how the report describes each attribution method
+METHOD_TEXT = {
+    "ig": "Integrated gradients at the encoder's input token embeddings; token scores mapped to atoms through "
+          "the tokenizer's atom alignment",
+    "gradient_x_input": "Gradient x input at the encoder's input token embeddings; token scores mapped to atoms "
+                        "through the tokenizer's atom alignment",
+    "mask_occlusion": "Mask occlusion: an atom's score is the drop in the output when its token(s) are replaced "
+                      "by <mask>",
+    "shapley": "Shapley values (Captum sampling) of the encoder's input tokens or atoms with a <mask> baseline; "
+               "token scores mapped to atoms through the tokenizer's atom alignment",
+}
+
+
+def _methods_text(attributions: Sequence) -> str:
+    """One sentence per attribution method present in ``attributions``."""
+    methods = dict.fromkeys(getattr(a, "attribution_method", "ig") for a in attributions)
+    return "; ".join(METHOD_TEXT.get(m, m) for m in methods) + "."
+
+
 def write_html_report(attributions: Sequence, path: str | os.PathLike, *, tables: Optional[Sequence] = None,
                       title: str = "BARTSmiles attribution report", style: str = "atoms", top: int = 10,
                       images: Optional[Sequence[str]] = None) -> Path:
@@ -227,9 +246,8 @@ def write_html_report(attributions: Sequence, path: str | os.PathLike, *, tables
              "<style>body{font-family:sans-serif;margin:20px} table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:2px 6px} .mol{margin-bottom:32px} code{font-size:13px}</style>",
              f"</head><body><h1>{html.escape(title)}</h1>",
-             "<p>Integrated gradients at the encoder's input token embeddings; scores mapped to atoms "
-             "through the tokenizer's atom alignment (red: raises the attributed quantity, blue: lowers it). "
-             "Substructure score = sum of its atoms' scores.</p>"]
+             f"<p>{html.escape(_methods_text(attributions))} (red: raises the attributed quantity, "
+             "blue: lowers it). Substructure score = sum of its atoms' scores.</p>"]
     for i, a in enumerate(attributions):
         table = tables[i] if tables is not None else a.substructures()
         if images is not None:
@@ -240,12 +258,14 @@ def write_html_report(attributions: Sequence, path: str | os.PathLike, *, tables
         shown = table.head(top).copy()
         if "atoms" in shown:
             shown["atoms"] = shown["atoms"].map(lambda t: " ".join(map(str, t)))
-        flag = "" if a.converged else " <b style='color:#b00'>(above tolerance)</b>"
+        flag = " <b style='color:#b00'>(above tolerance)</b>" if a.converged is False else ""
+        gap = "convergence delta" if a.converged is not None else "completeness gap (not additive)"
         parts.append(
             f"<div class='mol'><h2>{i}: <code>{html.escape(a.smiles)}</code></h2>{img}"
             f"<p>{html.escape(a.quantity)}: <b>{a.output:.4g}</b>; baseline ({html.escape(a.baseline)}): "
-            f"{a.baseline_output:.4g}; sum of scores {a.total:.4g}; convergence delta {a.delta:.2g}{flag}; "
-            f"remainder (specials, '.') {a.remainder:.3g}; {a.n_steps} steps</p>"
+            f"{a.baseline_output:.4g}; sum of scores {a.total:.4g}; {gap} {a.delta:.2g}{flag}; "
+            f"remainder (specials, '.') {a.remainder:.3g}; {html.escape(getattr(a, 'attribution_method', 'ig'))} "
+            f"({html.escape(str(a.method))}, {a.n_steps} evaluation(s) per feature)</p>"
             + shown.to_html(index=False, float_format=lambda x: f"{x:.4g}", escape=True) + "</div>")
     parts.append("</body></html>\n")
     out = Path(path)

@@ -1,11 +1,15 @@
 """What an attribution returns: the :class:`Attribution` result of one quantity of one molecule.
 
+:class:`MethodScores` is what one attribution method (integrated gradients, mask occlusion,
+gradient x input, Shapley sampling) computes for one molecule before the atom mapping; the
+attributor turns it into an :class:`Attribution`, the one result type every method returns.
+
 Its errors live with every other error in :mod:`bartsmiles.errors`.  No torch import.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -14,7 +18,29 @@ from bartsmiles.core.chem import parse_smiles
 
 from .substructures import substructure_table
 
-__all__ = ["Attribution"]
+__all__ = ["Attribution", "MethodScores"]
+
+
+@dataclass
+class MethodScores:
+    """One molecule's scores from one attribution method, before they are mapped to atoms.
+
+    * ``token_scores`` -- ``(n_tokens,)``, **token index** space (specials excluded);
+    * ``special_scores`` -- ``{"<s>": .., "</s>": ..}``;
+    * ``output`` = F(input), ``baseline_output`` = F(baseline) (every molecule token replaced);
+    * ``delta`` -- the method's own completeness error (Captum's for integrated gradients);
+      ``None``: the attributor computes ``sum(scores) - (output - baseline_output)``;
+    * ``atom_scores`` -- ``(n_atoms,)``, **atom index** space, when the method scores atoms
+      itself (occlusion, Shapley over atom groups); ``None``: mapped from ``token_scores``
+      through :func:`bartsmiles.attribution.mapping.map_token_scores`.
+    """
+
+    token_scores: np.ndarray
+    special_scores: dict
+    output: float
+    baseline_output: float
+    delta: Optional[float] = None
+    atom_scores: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -25,9 +51,16 @@ class Attribution:
     * ``special_scores`` -- ``{"<s>": .., "</s>": ..}``;
     * ``atom_scores`` -- per RDKit atom (``Chem.MolFromSmiles(smiles)`` numbering);
       ``remainder`` -- the specials plus tokens with no atom (see :mod:`.mapping`);
-    * ``output`` = F(input), ``baseline_output`` = F(baseline), ``delta`` = Captum's convergence
-      delta, so ``total == output - baseline_output + delta`` and
-      ``atom_scores.sum() + remainder == total``.
+    * ``output`` = F(input), ``baseline_output`` = F(baseline), ``delta`` = the completeness
+      error (Captum's convergence delta for integrated gradients), so
+      ``total == output - baseline_output + delta`` and ``atom_scores.sum() + remainder == total``;
+    * ``attribution_method`` -- ``"ig"``, ``"mask_occlusion"``, ``"gradient_x_input"`` or
+      ``"shapley"``; ``method`` is its variant (Captum's integration rule for IG, ``"atom"`` /
+      ``"atom+attached"`` for occlusion, ``"sampling"`` / ``"ablation"`` for Shapley) and
+      ``n_steps`` its number of evaluations per feature (IG steps, Shapley permutations, else 1);
+    * ``converged`` -- for the additive methods (IG, Shapley sampling) whether ``|delta|`` is
+      within the tolerance; ``None`` for the others, whose scores need not add up to
+      ``output - baseline_output`` (``delta`` then reports the gap).
     """
 
     smiles: str
@@ -42,12 +75,13 @@ class Attribution:
     output: float
     baseline_output: float
     delta: float
-    converged: bool
+    converged: Optional[bool]
     baseline: str
     n_steps: int
     method: str
     alignment: Any = field(default=None, repr=False)
     token_rule: list = field(default_factory=list, repr=False)
+    attribution_method: str = "ig"
 
     @property
     def total(self) -> float:
@@ -80,9 +114,9 @@ class Attribution:
         return substructure_table(self.mol, self.atom_scores, **kwargs)
 
     def to_dict(self) -> dict:
-        return {"smiles": self.smiles, "target": self.target, "target_name": self.target_name,
-                "quantity": self.quantity, "output": self.output, "baseline_output": self.baseline_output,
-                "delta": self.delta, "converged": self.converged, "total": self.total,
+        return {"smiles": self.smiles, "attribution_method": self.attribution_method, "target": self.target,
+                "target_name": self.target_name, "quantity": self.quantity, "output": self.output,
+                "baseline_output": self.baseline_output, "delta": self.delta, "converged": self.converged, "total": self.total,
                 "baseline": self.baseline, "n_steps": self.n_steps, "method": self.method,
                 "tokens": list(self.tokens), "token_scores": [float(x) for x in self.token_scores],
                 "special_scores": {k: float(v) for k, v in self.special_scores.items()},

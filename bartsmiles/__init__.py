@@ -15,11 +15,12 @@ The package is split into rooms by concern; imports flow one way, downwards
 * :mod:`bartsmiles.errors` -- every error, defined once.
 
 Importing ``bartsmiles`` itself is cheap: :func:`load_pretrained` imports torch and fairseq on
-first use, so that ``import bartsmiles.core.tokenizer`` never pulls them in.
+first use, so that ``import bartsmiles.core.tokenizer`` never pulls them in; :func:`audit` (the
+data-trust report of :mod:`bartsmiles.data.audit`) imports pandas, RDKit and scikit-learn on first use.
 """
 from bartsmiles._version import __version__
 
-__all__ = ["__version__", "load_pretrained"]
+__all__ = ["__version__", "load_pretrained", "audit"]
 
 
 def load_pretrained(*args, **kwargs):
@@ -28,3 +29,11 @@ def load_pretrained(*args, **kwargs):
     from bartsmiles.model.pretrained import load_pretrained as _load
 
     return _load(*args, **kwargs)
+
+
+def audit(*args, **kwargs):
+    """Data-trust report of a property dataset; see :func:`bartsmiles.data.audit.audit`."""
+    # lazy: the audit needs pandas, RDKit and scikit-learn; `import bartsmiles` stays cheap
+    from bartsmiles.data.audit import audit as _audit
+
+    return _audit(*args, **kwargs)

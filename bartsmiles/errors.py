@@ -29,7 +29,7 @@ __all__ = [
     "InvalidSmilesError", "SmilesTooLongError", "TokenizationError", "SequenceTooLongError",
     "DataError", "MissingColumnError", "SplitFileError", "ChecksumError", "DownloadError",
     "PropertyDataError", "Seq2SeqDataError",
-    "CheckpointError", "UnsafeCheckpointError",
+    "CheckpointError", "UnsafeCheckpointError", "ExportError", "MissingExtraError",
     "TrainingSetupError", "FinetuneError", "Seq2SeqError",
     "AttributionError", "TargetError", "ConvergenceError", "ConvergenceWarning",
     "USER_ERRORS", "run_handler",
@@ -170,6 +170,32 @@ class UnsafeCheckpointError(BartSmilesError, pickle.UnpicklingError):
         super().__init__(message)
         self.path = path
         self.refused = list(refused)
+
+
+class ExportError(BartSmilesError, ValueError):
+    """A model that cannot be exported to the asked format, or an export whose self-check failed.
+
+    The message names the model file and what does not map (a layout transformers' BART lacks, a
+    tokenizer without an equivalent) or the largest difference found by the self-check.
+    """
+
+
+class MissingExtraError(BartSmilesError, ModuleNotFoundError):
+    """An optional dependency is not installed; the message gives the pip command that installs it.
+
+    Attributes: ``name`` (the module that could not be imported, as ``ModuleNotFoundError`` has it),
+    ``extra`` (the ``setup.cfg`` extra that brings it) and ``install`` (the pip command).
+    """
+
+    def __init__(self, name: str, extra: str, packages: Sequence[str], purpose: str = "", reason: str = "") -> None:
+        self.extra = extra
+        self.install = f'pip install "bartsmiles[{extra}]"  (or: pip install {" ".join(packages)})'
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"{purpose or 'this'} needs the optional package {name!r}, which cannot be imported{why}: "
+                         f"{self.install}", name=name)
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.__dict__.copy(), str(self)))
 
 
 # --------------------------------------------------------------------------------------- training

@@ -19,9 +19,11 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
     """(train_inner records, valid records) from a fairseq --log-file with --log-format json.
 
     Lines are either bare JSON or ``... | train_inner | {json}``; epoch summaries (keys prefixed
-    ``train_``) are skipped.
+    ``train_``) are skipped. A run restarted from a checkpoint logs some updates again: the later
+    record of an update wins, so every update is counted once. With the descriptor loss, the
+    denoising cross-entropy is ``nll_loss`` (``loss`` adds the descriptor term); it is the one used.
     """
-    train, valid = [], []
+    train, valid = {}, {}
     for line in path.read_text().splitlines():
         start = line.find("{")
         if start < 0 or not line.rstrip().endswith("}"):
@@ -31,10 +33,12 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
         except json.JSONDecodeError:
             continue
         if "valid_loss" in rec:
-            valid.append(rec)
+            rec["valid_loss"] = rec.get("valid_nll_loss", rec["valid_loss"])
+            valid[int(rec["valid_num_updates"])] = rec
         elif "loss" in rec and "num_updates" in rec:
-            train.append(rec)
-    return train, valid
+            rec["loss"] = rec.get("nll_loss", rec["loss"])
+            train[int(rec["num_updates"])] = rec
+    return [train[k] for k in sorted(train)], [valid[k] for k in sorted(valid)]
 
 
 def plot(phases: list[dict], out: Path) -> None:
@@ -71,6 +75,9 @@ def main() -> int:
     ap.add_argument("--model", default="pretrained", help="exported model folder")
     ap.add_argument("--denoising", required=True, help="JSON from benchmarks/denoising_quality.py")
     ap.add_argument("--encode", default="benchmarks/results/encode_throughput.json", help="JSON from benchmarks/encode_throughput.py")
+    ap.add_argument("--value", default="benchmarks/results/pretraining_value.json",
+                    help="JSON from benchmarks/pretraining_value.py (the frozen-feature table of this model)")
+    ap.add_argument("--value-label", default="", help="the label of this model's points in --value")
     ap.add_argument("--corpus", default="MOSES train (1,584,663 SMILES) plus the molecules of the USPTO-50k training reactions (108,436 SMILES): 1,693,099 SMILES, 59.6M tokens")
     args = ap.parse_args()
 
@@ -102,7 +109,9 @@ def main() -> int:
     dq = json.loads(Path(args.denoising).read_text())
     enc = json.loads(Path(args.encode).read_text()) if Path(args.encode).is_file() else None
     total_updates = sum(p["updates"] for p in phases)
-    total_tokens = sum(p["tokens"] for p in phases)
+    total_tokens = float(meta.get("tokens_seen") or sum(p["tokens"] for p in phases))
+    objective = meta.get("objective") or {"name": "denoising"}
+    with_descriptors = "descriptors" in str(objective.get("name"))
     last_valid = next((p["valid"][-1] for p in reversed(phases) if p["valid"]), None)
 
     phase_rows = [
@@ -122,7 +131,7 @@ def main() -> int:
         "This is a BART denoising autoencoder over SMILES, trained with fairseq through `bartsmiles pretrain`.",
         "It is the starting point for fine-tuning. It is small on purpose, so that fine-tuning runs on a laptop",
         "CPU, and it was trained only briefly (see *Limits*). Every number below was read from the run's own logs",
-        "by `scripts/make_model_card.py`; both logs are kept in `benchmarks/results/pretraining_logs/`.",
+        "by `scripts/make_model_card.py`; the logs are kept in `benchmarks/results/pretraining_logs/`.",
         "",
         "## Architecture and files",
         f"- Shape: {dims.get('encoder_layers')}+{dims.get('decoder_layers')} layers, d={dims.get('dim')}, {dims.get('heads')} heads, FFN {dims.get('ffn')}, {dims.get('positions')} positions; about 7.7M parameters",
@@ -134,12 +143,17 @@ def main() -> int:
         "",
         "## Training",
         f"- Corpus: {args.corpus}. Validation: the first SMILES of MOSES test (10,000 in the GPU phase, 2,000 in the CPU phase).",
-        "- Objective: BART text infilling.",
+        f"- Objective (last phase): `{objective.get('name')}`. BART text infilling:",
         "  - 30% of the tokens are masked, in spans with Poisson(λ=3) lengths.",
         "  - Each span becomes one `<mask>`, and 10% of the masks are random tokens instead.",
         "  - There is no rotation or permutation.",
-        f"- In all: {total_updates} updates, {total_tokens/1e6:.1f}M tokens, or {total_tokens/59.6e6:.2f} of an epoch.",
-        "- Seeds: 1 for the GPU phase, 2 for the CPU phase.",
+        *([f"  - Plus the descriptor loss (weight {objective.get('descriptor_weight')}): a head on the mean-pooled encoder "
+           f"output regresses {objective.get('descriptors')} standardized RDKit 2D descriptors of the molecule. "
+           "The head is not part of the shipped weights."] if with_descriptors else []),
+        f"- In all: {total_updates} updates, {total_tokens/1e6:.1f}M tokens (recorded in the model's metadata), "
+        f"or {total_tokens/59.6e6:.2f} of an epoch.",
+        f"- Phases, in order: {', '.join(p['label'] for p in phases)}. The validation loss is the denoising "
+        "cross-entropy in every phase.",
         "",
         "| phase | hardware | updates | tokens | train wall time | median tokens/s | last validation loss (bits/token) |",
         "|---|---|---|---|---|---|---|",
@@ -162,6 +176,36 @@ def main() -> int:
         *dq_rows,
         "",
     ]
+    value = json.loads(Path(args.value).read_text()) if Path(args.value).is_file() else None
+    if value:
+        names = value.get("protocol", {}).get("datasets", [])
+        mine = sorted((p for p in value["points"].values() if p["label"] == args.value_label),
+                      key=lambda p: p["tokens_seen"])
+        shown = [mine[-1]] if mine else []
+        shown += [p for p in value["points"].values() if "shipped (denoising)" == p["label"]]
+        rows = [f"| {p['label']} | {p['tokens_seen']/1e6:.1f}M | "
+                + " | ".join(f"{p['scores'][n]['value']:.3f}" if n in p["scores"] else "" for n in names) + " |"
+                for p in shown]
+        rnd = []
+        for n in names:
+            vals = [e[n]["value"] for e in value["random_init"].values() if n in e]
+            rnd.append(f"{sum(vals)/len(vals):.3f}" if vals else "")
+        peers = value.get("peers", {}).get("ECFP4+RF", {})
+        lines += [
+            "## Frozen features on MoleculeNet (measured)",
+            "- Mean-pooled encoder features, a linear head with its strength chosen on valid, scaffold split, test set;",
+            "  ROC-AUC for the first five columns, RMSE (lower is better) for the last three.",
+            f"- From `benchmarks/pretraining_value.py`; the whole curve is in `benchmarks/results/{Path(args.value).stem}.md`.",
+            "",
+            "| model | tokens | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names),
+            *rows,
+            "| random init, 3 seeds (mean) | 0 | " + " | ".join(rnd) + " |",
+            "| ECFP4+RF (PEERS.md) | | " + " | ".join(f"{peers[n]:.3f}" if n in peers else "" for n in names) + " |",
+            "",
+            f"![value curve](../benchmarks/results/{Path(args.value).stem}.png)",
+            "",
+        ]
     if enc:
         mach = enc.get("machine") or {}
         where = (f"{mach.get('cpu_count')} CPU cores, {mach.get('torch_threads')} torch threads, torch {mach.get('torch')}"
@@ -176,18 +220,16 @@ def main() -> int:
         ]
     lines += [
         "## Limits",
-        "- **Little training.** The model has seen well under one epoch of its corpus.",
-        "  - This session's first GPU run (985 updates, about 63M tokens, validation loss 0.337) lost its checkpoint: the process hung at exit and the lease ended.",
-        "  - The shipped weights come from a second, 70-second GPU run, continued on 2 shared CPU cores.",
+        f"- **Little training.** The model has seen {total_tokens/59.6e6:.2f} of an epoch of its corpus.",
+        "  - The first GPU run (985 updates, about 63M tokens, validation loss 0.337) lost its checkpoint: the process hung at exit and the lease ended.",
+        "  - The shipped weights come from a 70-second GPU run, continued on 2 shared CPU cores.",
         "  - Expect fine-tuning to gain less from this model than from a fully pretrained one.",
-        "  - To improve it, run `scripts/device/pretrain.sh` on a GPU for longer (about 400k tokens/s on an H200) and re-export.",
+        "  - To improve it, continue the documented CPU run (README, *Pretraining*), or run `scripts/device/pretrain.sh` on a GPU (about 400k tokens/s on an H200), and re-export.",
         "- **Reconstruction is weak.** Greedy reconstruction of a whole corrupted molecule gives a valid SMILES for about a third of test molecules and almost never the exact molecule; the masked-token accuracy is the better guide to what the model has learnt.",
-        "- **The two validation losses are not strictly comparable.** The GPU phase validated on the first 10,000 MOSES test SMILES, and the CPU phase on the first 2,000 of them.",
+        "- **The validation losses of the phases are not strictly comparable.** The GPU phase validated on the first 10,000 MOSES test SMILES, and the CPU phases on the first 2,000 of them.",
         "- **Positions past about 60 tokens were rarely trained,** because MOSES SMILES are short. Longer molecules, up to 128 tokens, depend on fine-tuning.",
-        "- **Measured downstream value is small.** On MoleculeNet (scaffold split) this model's frozen features beat a "
-        "random-init model of the same shape clearly only on BACE and FreeSolv, and full fine-tuning is within noise "
-        "of the random-init control on BBBP and BACE: see `benchmarks/results/benchmark_moleculenet_cpu.md` and the "
-        "README's benchmark section.",
+        "- **Measured downstream value is small.** See the frozen-feature table above against the random-init and "
+        "ECFP4+RF rows; fine-tuned rows are in `benchmarks/results/benchmark_moleculenet_cpu.md` and the README.",
         "",
     ]
     (model_dir / "MODEL_CARD.md").write_text("\n".join(lines))

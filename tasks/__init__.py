@@ -4,7 +4,7 @@ Importing it registers with fairseq:
 
 * architectures ``bartsmiles_tiny``, ``bartsmiles_small``, ``bartsmiles_base``,
   ``bartsmiles_large`` (:mod:`.architectures`);
-* the task ``smiles_denoising`` (:mod:`.denoising`);
+* the task and criterion ``smiles_denoising`` (:mod:`.denoising`, :mod:`.denoising_criterion`);
 * the task and criterion ``smiles_property`` (:mod:`.property`, :mod:`.property_criterion`):
   fine-tuning for property prediction straight from a CSV.
 
@@ -36,7 +36,7 @@ else:
 
     _compat.apply()
 
-    from . import architectures, denoising, property, property_criterion, seq2seq  # noqa: F401,E402  (registration side effects)
+    from . import architectures, denoising, denoising_criterion, property, property_criterion, seq2seq  # noqa: F401,E402  (registration side effects)
 
     _root.setLevel(_root_state[0])
     for _handler in [h for h in _root.handlers if h not in _root_state[1]]:

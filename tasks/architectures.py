@@ -9,6 +9,7 @@ norm on the embeddings.  Any field can still be overridden on the command line
 name               layers    d       heads  FFN    use
 =================  ========  ======  =====  =====  ===========================================
 bartsmiles_tiny    2 + 2     64      4      256    tests (~0.1M parameters)
+bartsmiles_mini    3 + 3     128     4      512    CPU proxy for comparing objectives at equal compute
 bartsmiles_small   4 + 4     256     8      1024   the shipped default; CPU fine-tuning in minutes
 bartsmiles_base    6 + 6     768     12     3072   bart_base shape
 bartsmiles_large   12 + 12   1024    16     4096   the published BARTSmiles shape (~400M)
@@ -35,6 +36,7 @@ class Shape:
 
 SHAPES: dict[str, Shape] = {
     "bartsmiles_tiny": Shape(layers=2, dim=64, heads=4, ffn=256),
+    "bartsmiles_mini": Shape(layers=3, dim=128, heads=4, ffn=512),
     "bartsmiles_small": Shape(layers=4, dim=256, heads=8, ffn=1024),
     "bartsmiles_base": Shape(layers=6, dim=768, heads=12, ffn=3072),
     "bartsmiles_large": Shape(layers=12, dim=1024, heads=16, ffn=4096),

@@ -7,7 +7,18 @@ It is fairseq's ``denoising`` task with defaults for molecules: one SMILES per s
   non-canonical SMILES of the same molecule, anew each epoch (:mod:`.augment`);
 * ``--log-sample-ids DIR``: every rank appends the ids of the samples it trains on to
   ``DIR/rank<R>.ids`` -- a plain-text record that shows how fairseq shards the batches across
-  distributed workers (used by the 2-worker test).
+  distributed workers (used by the 2-worker test);
+* ``--descriptor-loss`` (with ``--criterion smiles_denoising``): each batch also carries the
+  molecules' standardized RDKit descriptors from ``DATA/descriptors/`` (:mod:`.descriptors`), and
+  the criterion adds ``--descriptor-weight`` x their regression loss
+  (:mod:`.denoising_criterion`).
+
+**What a checkpoint says about its training.** The task counts the target tokens it has trained
+on (summed over all workers, from the aggregated logging outputs) and saves, in the checkpoint's
+``extra_state["SmilesDenoisingTask"]``, ``{"tokens_seen": int, "objective": {...}}``. A resumed run
+continues the count; a run started from other weights (``--finetune-from-model``, or
+``--restore-file`` with ``--reset-dataloader``) starts from ``--initial-tokens-seen``, which
+``bartsmiles pretrain`` fills from the starting checkpoint's record.
 
 The dictionary is read from ``DATA/dict.txt`` (fairseq format, see :mod:`bartsmiles.core.vocab`);
 fairseq appends ``<mask>`` after the listed symbols.
@@ -29,10 +40,12 @@ from fairseq.tasks.denoising import (
     DenoisingTask,
 )
 
+from bartsmiles.core.descriptors import DESCRIPTOR_NAMES
 from bartsmiles.core.vocab import Vocabulary
 
 from .architectures import MAX_POSITIONS
 from .augment import RandomizedSmilesDataset
+from .descriptors import DescriptorTargets, DescriptorTargetsDataset
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +104,26 @@ class SmilesDenoisingConfig(DenoisingConfig):
         default=None,
         metadata={"help": "folder where each rank appends the ids of the samples it trains on (rank<R>.ids)"},
     )
+    descriptor_loss: bool = field(
+        default=False,
+        metadata={"help": "add the auxiliary loss that regresses RDKit 2D descriptors from the pooled encoder "
+                          "output (needs DATA/descriptors, from `bartsmiles preprocess-descriptors`, and "
+                          "--criterion smiles_denoising)"},
+    )
+    descriptor_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of the descriptor MSE (standardized units) against the per-token "
+                          "cross-entropy, with --descriptor-loss"},
+    )
+    initial_tokens_seen: int = field(
+        default=0,
+        metadata={"help": "tokens the starting weights were already trained on, for runs started from other "
+                          "weights (a resumed run reads its own count from the checkpoint)"},
+    )
+
+
+#: the key of the training record in a checkpoint's extra_state (fairseq's convention: the task's class name)
+RECORD_KEY = "SmilesDenoisingTask"
 
 
 class _EpochForwardingDenoisingDataset(DenoisingDataset):
@@ -115,6 +148,43 @@ class SmilesDenoisingTask(DenoisingTask):
     def __init__(self, cfg, dictionary):
         super().__init__(cfg, dictionary)
         self._vocab: Optional[Vocabulary] = None
+        #: target tokens trained on so far, over all workers (see the module docstring)
+        self.tokens_seen = int(cfg.initial_tokens_seen)
+        #: the model width, known once build_model ran (the descriptor head's input)
+        self.descriptor_model_dim: Optional[int] = None
+        self.descriptor_dim = len(DESCRIPTOR_NAMES)
+
+    def objective(self) -> dict:
+        """What this task trains, as recorded in checkpoints."""
+        out = {"name": "denoising", "mask": self.cfg.mask, "poisson_lambda": self.cfg.poisson_lambda,
+               "mask_random": self.cfg.mask_random, "randomize_smiles": self.cfg.randomize_smiles}
+        if self.cfg.descriptor_loss:
+            out.update(name="denoising+descriptors", descriptor_weight=self.cfg.descriptor_weight,
+                       descriptors=self.descriptor_dim)
+        return out
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        self.descriptor_model_dim = int(model.encoder.embed_tokens.embedding_dim)
+        return model
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        name = getattr(cfg, "_name", None)
+        if self.cfg.descriptor_loss and name != "smiles_denoising":
+            raise ValueError(f"--descriptor-loss needs --criterion smiles_denoising (got {name!r})")
+        return super().build_criterion(cfg, from_checkpoint)
+
+    def get_checkpoint_dict(self) -> dict:
+        return {RECORD_KEY: {"tokens_seen": int(self.tokens_seen), "objective": self.objective()}}
+
+    def set_checkpoint_dict(self, state: dict) -> None:
+        if "tokens_seen" in state:
+            self.tokens_seen = int(state["tokens_seen"])
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if criterion.training:  # the trainer puts the criterion in eval mode to validate
+            self.tokens_seen += int(sum(float(log.get("ntokens", 0)) for log in logging_outputs))
 
     @property
     def vocab(self) -> Vocabulary:
@@ -134,7 +204,7 @@ class SmilesDenoisingTask(DenoisingTask):
                     seed=self.cfg.seed,
                     max_tokens=self.cfg.tokens_per_sample,
                 )
-        self.datasets[split] = _EpochForwardingDenoisingDataset(
+        denoising = _EpochForwardingDenoisingDataset(
             dataset,
             dataset.sizes,
             self.dictionary,
@@ -152,6 +222,10 @@ class SmilesDenoisingTask(DenoisingTask):
             mask_length=self.cfg.mask_length,
             poisson_lambda=self.cfg.poisson_lambda,
         )
+        if self.cfg.descriptor_loss:
+            paths = self.cfg.data.split(os.pathsep)
+            denoising = DescriptorTargetsDataset(denoising, DescriptorTargets(paths[(epoch - 1) % len(paths)], split))
+        self.datasets[split] = denoising
         logger.info("split %s: %d SMILES for denoising", split, len(self.datasets[split]))
 
     def get_batch_iterator(self, *args, **kwargs):

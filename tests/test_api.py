@@ -124,24 +124,42 @@ def test_poolings_and_per_token(tiny):
 
 def test_invalid_smiles_names_the_index(tiny):
     with pytest.raises(InvalidSmilesError, match="index 1") as info:
-        tiny.encode(["CCO", "CC O", "c1ccccc1"], progress=False)
+        tiny.encode(["CCO", "CC O", "c1ccccc1"], progress=False, errors="raise")
     assert info.value.index == 1
     with pytest.raises(InvalidSmilesError, match="index 2"):
-        tiny.encode(["CCO", "C", ""], progress=False)
+        tiny.encode(["CCO", "C", ""], progress=False, errors="raise")
+    with pytest.raises(InvalidSmilesError, match="index 1.*not a valid molecule"):
+        tiny.encode(["CCO", "C1CC"], progress=False, errors="raise")  # tokenizes, but no molecule
     with pytest.raises(TypeError, match="sequence"):
         tiny.encode("CCO", progress=False)
 
 
-def test_too_long_error_or_truncate(tiny):
+def test_bad_smiles_give_nan_rows_by_default_and_are_reported(tiny, caplog):
+    smiles = ["CCO", "CC O", "C1CC", "", "c1ccccc1"]
+    features = tiny.encode(smiles, progress=False)
+    assert features.shape == (5, 64)
+    report = tiny.last_report
+    assert report.n == 5 and [i for i, _ in report.invalid] == [1, 2, 3] and report.truncated == []
+    assert "3 SMILES could not be encoded" in caplog.text
+    assert np.isnan(features[[1, 2, 3]]).all() and np.isfinite(features[[0, 4]]).all()
+    np.testing.assert_allclose(features[[0, 4]], tiny.encode(["CCO", "c1ccccc1"], progress=False), atol=1e-6)
+    per_token = tiny.encode(smiles, per_token=True, progress=False)
+    assert per_token.per_token[1].shape == (0, 64) and per_token.tokens[1] == []
+
+
+def test_too_long_is_truncated_by_default_or_refused(tiny, caplog):
     long = "C" * 200
     with pytest.raises(SmilesTooLongError) as info:
-        tiny.encode(["CCO", "CCN", long], progress=False)
+        tiny.encode(["CCO", "CCN", long], progress=False, on_overflow="error", errors="raise")
     error = info.value
     assert (error.index, error.length, error.limit) == (2, 202, 128)
     assert "index 2" in str(error) and "202" in str(error) and "128" in str(error)
-    result = tiny.encode(["CCO", long], on_overflow="truncate", per_token=True, progress=False)
+    result = tiny.encode(["CCO", long], per_token=True, progress=False)
     assert result.per_token[1].shape == (128, 64)
     assert result.tokens[1][-1] == "</s>"
+    assert tiny.last_report.truncated == [1] and "1 SMILES longer than 128 positions were truncated" in caplog.text
+    refused = tiny.encode(["CCO", long], progress=False, on_overflow="error")
+    assert np.isnan(refused[1]).all() and "too long" in tiny.last_report.invalid[0][1]
 
 
 def test_progress_bar_only_when_asked(tiny, capsys):

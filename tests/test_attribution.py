@@ -1,4 +1,5 @@
-"""Attribution: IG at the encoder input embeddings, token -> atom -> substructure, drawing, CLI.
+"""Attribution: IG, mask occlusion, gradient x input and Shapley sampling at the encoder input
+embeddings, token -> atom -> substructure, drawing, CLI.
 
 A tiny model (bartsmiles_tiny, random init, shipped dict) is fine-tuned once per module on 30
 molecules labelled by the presence of a nitro group (about 5 s on one CPU thread).
@@ -16,17 +17,26 @@ import pytest
 import torch
 
 from bartsmiles.attribution import (
+    METHODS,
     Attributor,
     NeuronAttributor,
     brics_fragments,
     functional_groups,
     map_token_scores,
+    occlusion_groups,
     scaffold_parts,
     substructure_table,
 )
 from bartsmiles.core.chem import parse_smiles
 from bartsmiles.core.tokenizer import SmilesTokenizer
-from bartsmiles.errors import ConvergenceError, ConvergenceWarning, InvalidSmilesError, SmilesTooLongError, TargetError
+from bartsmiles.errors import (
+    AttributionError,
+    ConvergenceError,
+    ConvergenceWarning,
+    InvalidSmilesError,
+    SmilesTooLongError,
+    TargetError,
+)
 
 NITRO = ["O=[N+]([O-])c1ccccc1", "CC[N+](=O)[O-]", "Cc1ccc([N+](=O)[O-])cc1", "O=[N+]([O-])c1ccc(O)cc1",
          "C[N+](=O)[O-]", "O=[N+]([O-])CCO", "Nc1ccc([N+](=O)[O-])cc1", "O=C(O)c1ccc([N+](=O)[O-])cc1",
@@ -407,3 +417,184 @@ def test_memory_bound_chunks_the_integration_without_changing_it(attributor, mon
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(a.atom_scores, b.atom_scores, rtol=1e-4, atol=1e-6)
         assert a.delta == pytest.approx(b.delta, abs=1e-5)
+
+
+# --------------------------------------------------------------------------------- other methods
+
+#: (method, options): every method and its variants, with settings small enough for the tiny model
+VARIANTS = [
+    ("ig", {"n_steps": 16}),
+    ("mask_occlusion", {}),
+    ("mask_occlusion", {"attached": True, "occlude_decoder": True}),
+    ("gradient_x_input", {}),
+    ("gradient_x_input", {"baselines": "mask", "replace_specials": True}),
+    ("shapley", {"n_samples": 3}),
+    ("shapley", {"n_samples": 3, "features": "atoms", "replace_specials": True}),
+    ("shapley", {"estimator": "ablation"}),
+]
+ADDITIVE = {("ig", "gausslegendre"), ("shapley", "sampling/tokens"), ("shapley", "sampling/atoms")}
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    from bartsmiles.model.predictor import PropertyPredictor
+
+    return PropertyPredictor(checkpoint)
+
+
+def _ids(variants):
+    return [f"{m}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for m, o in variants]
+
+
+@pytest.mark.parametrize("method, options", VARIANTS, ids=_ids(VARIANTS))
+def test_every_method_scores_every_atom(predictor, probes, method, options):
+    """Rings, branches, charges, stereo and a salt: one finite score per RDKit atom, same result type."""
+    results = Attributor(predictor, method=method).attribute(PROBES, **options)
+    assert [a.smiles for a in results] == PROBES
+    for a, ig in zip(results, probes):
+        assert a.attribution_method == method
+        assert a.atom_scores.shape == (parse_smiles(a.smiles).GetNumAtoms(),)
+        assert np.all(np.isfinite(a.atom_scores)) and np.any(a.atom_scores != 0)
+        assert a.token_scores.shape == (len(a.tokens),)
+        assert a.output == pytest.approx(ig.output, abs=1e-5)  # the same F for every method
+        assert a.atom_scores.sum() + a.remainder == pytest.approx(a.total, abs=1e-6)
+        assert a.total == pytest.approx(a.output - a.baseline_output + a.delta, abs=1e-5)
+        if (method, a.method) in ADDITIVE:
+            assert a.converged is True
+        else:
+            assert a.converged is None
+        assert not a.substructures().empty and len(a.token_frame()) == len(a.tokens) + 2
+        assert json.loads(json.dumps(a.to_dict()))["attribution_method"] == method
+
+
+def test_occlusion_scores_the_atom_the_output_reads(predictor, monkeypatch):
+    """A stand-in head that only looks for the N token: occluding N is the only thing that matters."""
+    occlusion = Attributor(predictor, method="mask_occlusion")
+    embed = occlusion.model.encoder.embed_tokens
+    target = embed.weight[occlusion.vocab.index("N")].detach()
+
+    def reads_n(emb, src, lengths, prev):  # (B, 1): how N-like the most N-like position is
+        return torch.nn.functional.cosine_similarity(emb, target.expand_as(emb), dim=-1).amax(dim=1, keepdim=True)
+
+    monkeypatch.setattr(occlusion, "_forward", reads_n)
+    smiles = "CC(=O)Nc1ccc(O)cc1"  # paracetamol: the amide N is atom 3
+    for attached in (False, True):
+        [a] = occlusion.attribute(smiles, attached=attached)
+        assert int(np.argmax(a.atom_scores)) == 3 and a.atom_scores[3] > 0.1
+        assert np.allclose(np.delete(a.atom_scores, 3), 0.0, atol=1e-6)
+
+
+def test_occlusion_of_the_nitro_model_finds_the_nitro_group(predictor):
+    [a] = Attributor(predictor, method="mask_occlusion").attribute("O=[N+]([O-])c1ccccc1")
+    assert int(np.argmax(a.atom_scores)) in (0, 1, 2)
+    assert a.baseline == "mask" and a.method == "atom"
+
+
+def test_occlusion_groups_follow_the_alignment():
+    alignment = SmilesTokenizer().align("C1CC1=O")  # tokens C 1 C C 1 = O
+    assert occlusion_groups(alignment, 4) == [(0,), (2,), (3,), (6,)]
+    assert occlusion_groups(alignment, 4, attached=True) == [(0, 1, 4), (2,), (1, 3, 4, 5), (5, 6)]
+
+
+def test_shapley_values_are_complete(predictor):
+    shap = Attributor(predictor, method="shapley")
+    occluded = Attributor(predictor, method="mask_occlusion").attribute(PROBES)
+    for options in ({"n_samples": 2}, {"n_samples": 5, "features": "atoms"}, {"n_samples": 2, "replace_specials": True}):
+        for a, occ in zip(shap.attribute(PROBES, **options), occluded):
+            assert a.converged and abs(a.delta) < 1e-4
+            assert a.atom_scores.sum() + a.remainder == pytest.approx(a.output - a.baseline_output, abs=1e-4)
+            if not options.get("replace_specials"):
+                # the same baseline as occlusion's: every molecule token masked
+                assert a.baseline_output == pytest.approx(occ.baseline_output, abs=1e-5)
+    salt = shap.attribute(PROBES[4], n_samples=2)[0]  # '.' is a player whose value is the remainder
+    dots = [t for t, tok in enumerate(salt.tokens) if tok == "."]
+    assert salt.remainder == pytest.approx(float(salt.token_scores[dots].sum()), abs=1e-9)
+    again = shap.attribute(PROBES, n_samples=2)  # seeded: reproducible
+    first = shap.attribute(PROBES, n_samples=2)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.atom_scores, b.atom_scores)
+
+
+BATCHED = [("mask_occlusion", {"batch_size": 7}), ("mask_occlusion", {"batch_size": 5, "attached": True}),
+           ("gradient_x_input", {"batch_size": 4}), ("shapley", {"estimator": "ablation", "batch_size": 16})]
+
+
+@pytest.mark.parametrize("method, options", BATCHED, ids=_ids(BATCHED))
+def test_batching_gives_the_scores_of_one_at_a_time(predictor, method, options):
+    attributor = Attributor(predictor, method=method)
+    together = attributor.attribute(PROBES, **options)
+    for a, smiles in zip(together, PROBES):
+        [alone] = attributor.attribute(smiles, **options)
+        np.testing.assert_allclose(a.atom_scores, alone.atom_scores, atol=1e-5)
+        np.testing.assert_allclose(a.token_scores, alone.token_scores, atol=1e-5)
+        assert a.baseline_output == pytest.approx(alone.baseline_output, abs=1e-5)
+
+
+def test_methods_for_neurons(predictor):
+    for method in ("mask_occlusion", "gradient_x_input", "shapley"):
+        results = NeuronAttributor(predictor, method=method).attribute(PROBES[:3], neuron=5, n_samples=2)
+        for a in results:
+            assert a.atom_scores.shape == (parse_smiles(a.smiles).GetNumAtoms(),)
+            assert a.target == 5 and a.attribution_method == method
+
+
+def test_bad_methods_and_options(checkpoint, predictor):
+    assert METHODS[0] == "ig" and set(METHODS) == {"ig", "mask_occlusion", "gradient_x_input", "shapley"}
+    with pytest.raises(AttributionError, match="unknown attribution method 'lime'"):
+        Attributor("no/such/checkpoint.pt", method="lime")  # checked before anything is loaded
+    shap = Attributor(predictor, method="shapley")
+    with pytest.raises(AttributionError, match="estimator must be one of"):
+        shap.attribute("CCO", estimator="kernel")
+    with pytest.raises(AttributionError, match="features must be one of"):
+        shap.attribute("CCO", features="bonds")
+    with pytest.raises(AttributionError, match="n_samples must be >= 1"):
+        shap.attribute("CCO", n_samples=0)
+    with pytest.raises(AttributionError, match="batch_size must be >= 1"):
+        shap.attribute("CCO", batch_size=0)
+    with pytest.raises(AttributionError, match="baselines must be one of"):
+        Attributor(predictor).attribute("CCO", baselines="zero", n_steps=2)
+    with pytest.raises(InvalidSmilesError, match="index 1"):
+        Attributor(predictor, method="mask_occlusion").attribute(["CCO", "C1CC"])
+
+
+def test_cli_methods(checkpoint, tmp_path, capsys):
+    from bartsmiles.attribution.cli import main
+
+    runs = (("mask_occlusion", ["--attached", "--format", "svg"]), ("gradient_x_input", ["--no-images"]),
+            ("shapley", ["--n-samples", "2", "--features", "atoms", "--no-images"]),
+            ("ig", ["--ig-method", "riemann_trapezoid", "--no-images"]))
+    for method, extra in runs:
+        out = tmp_path / method
+        assert main([str(checkpoint), "O=[N+]([O-])c1ccccc1", "CCO", "--method", method, *extra, "--n-steps", "8",
+                     "--on-delta", "ignore", "--out", str(out)]) == 0
+        summary = pd.read_csv(out / "summary.csv")
+        assert summary["method"].tolist() == [method, method]
+        data = json.loads((out / "attributions.json").read_text())
+        assert len(data["molecules"][0]["atom_scores"]) == 9
+    page = (tmp_path / "mask_occlusion" / "report.html").read_text()
+    assert "Mask occlusion" in page and "not additive" in page and "above tolerance" not in page
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main([str(checkpoint), "CCO", "--method", "lime", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown attribution method 'lime'" in err and "Traceback" not in err
+    assert not bad.exists()  # refused before any work
+
+
+def test_speed_benchmark_smoke(tmp_path):
+    """benchmarks/attribution_speed.py --smoke runs end to end (numbers meaningless)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "attribution_speed.py"
+    spec = importlib.util.spec_from_file_location("attribution_speed", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    if not Path(bench.MOSES_TEST).is_file():
+        pytest.skip(f"MOSES not found at {bench.MOSES_TEST}")
+    assert bench.main(["--smoke", "--runs", "ig,mask_occlusion,shapley", "--out", str(tmp_path),
+                       "--work-dir", str(tmp_path / "work")]) == 0
+    report = json.loads((tmp_path / "attribution_speed.json").read_text())
+    assert set(report["runs"]) == {"ig", "mask_occlusion", "shapley"}
+    assert all(r["molecules_per_second"] > 0 and r["n_molecules"] == 6 for r in report["runs"].values())
+    assert report["machine"]["cpu_count"] and report["command"].startswith("python benchmarks/attribution_speed.py")

@@ -160,3 +160,11 @@ def test_run_handler_separates_user_errors_from_bugs(capsys):
     assert run_handler("prog", missing_dependency) == 2
     _one_line(capsys, "prog: error: RDKit is needed here")
     assert issubclass(UnsafeCheckpointError, BartSmilesError)
+
+
+def test_descriptor_cache_of_a_folder_that_is_not_data(tmp_path, capsys):
+    assert main(["preprocess-descriptors", str(tmp_path / "nowhere")]) == 2
+    _one_line(capsys, "nowhere", "bartsmiles preprocess")
+    assert main(["pretrain", "--data", str(tmp_path), "--descriptor-loss", "--cpu",
+                 "--save-dir", str(tmp_path / "ck")]) == 2
+    _one_line(capsys, str(tmp_path), "dict.txt")

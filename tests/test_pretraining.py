@@ -28,6 +28,7 @@ import torch
 
 from bartsmiles.cli import main as cli
 from bartsmiles.errors import TrainingSetupError
+from bartsmiles.model.checkpoint import safe_load
 from bartsmiles.training.pretraining import PretrainConfig, build_vocabulary, preprocess, pretrain, pretrain_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,13 +71,21 @@ def _final_train_loss(records: list[dict]) -> float:
 
 
 def _load_ckpt(path: Path) -> dict:
-    """fairseq checkpoint through torch's safe (weights-only) loader."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    """fairseq checkpoint through torch's safe (weights-only) loader.
+
+    (Not ``with torch.serialization.safe_globals([Namespace])``: on exit that context removes the
+    allowlist entry that ``import bartsmiles.tasks`` made, and a later in-process run would fail.)
+    """
+    return safe_load(path)
 
 
 def _num_updates(state: dict) -> int:
     return int(state["optimizer_history"][-1]["num_updates"])
+
+
+def _record(state: dict) -> dict:
+    """The training record the smiles_denoising task saves (tokens seen, objective)."""
+    return state["extra_state"]["SmilesDenoisingTask"]
 
 
 def _run(cmd: list[str], *, cwd=None, timeout=SUBPROCESS_TIMEOUT, env=None) -> subprocess.CompletedProcess:
@@ -346,11 +355,13 @@ def test_bare_tasks_folder_as_user_dir(data_dir, tmp_path):
 
 # ------------------------------------------------------------------------------- two CPU workers
 @pytest.mark.slow
-def test_two_cpu_workers_split_the_epoch(data_dir, corpus_files, tmp_path):
+@pytest.mark.parametrize("descriptors", [False, True], ids=["denoising", "denoising+descriptors"])
+def test_two_cpu_workers_split_the_epoch(data_dir, corpus_files, tmp_path, descriptors):
     ids_dir = tmp_path / "ids"
     save = tmp_path / "ck"
     flags = _tiny_flags(data_dir, save, max_update=0) + [
         "--max-epoch", "1", "--world-size", "2", "--log-sample-ids", str(ids_dir), "--max-tokens", "512",
+        *(["--descriptor-loss"] if descriptors else []),
     ]
     proc = _run([*_bartsmiles_cmd(), "pretrain", *flags], cwd=tmp_path, timeout=240)
     logs = "".join((save / "logs" / f"rank{r}.log").read_text()[-2000:] for r in range(2) if (save / "logs" / f"rank{r}.log").exists())
@@ -375,6 +386,10 @@ def test_two_cpu_workers_split_the_epoch(data_dir, corpus_files, tmp_path):
     state = _load_ckpt(save / "checkpoint_last.pt")
     assert _num_updates(state) == max(batches)  # one update = one batch on every rank (or a dummy)
     assert min(batches) >= max(batches) - 1
+    # tokens seen = both ranks' target tokens (<s> + row), once each: dummy batches are not counted
+    rows = _read_rows(data_dir / "train", data_dir / "dict.txt")
+    assert _record(state)["tokens_seen"] == sum(len(r) + 1 for r in rows)
+    assert _record(state)["objective"]["name"] == ("denoising+descriptors" if descriptors else "denoising")
 
 
 def test_world_size_without_gpu_fails_loudly(data_dir, tmp_path, capsys):
@@ -411,11 +426,13 @@ def test_raw_fairseq_train_two_workers_without_gpu_trains_nothing(data_dir, tmp_
 
 # -------------------------------------------------------------------------------- resume after kill
 @pytest.mark.slow
-def test_resume_after_kill(data_dir, tmp_path):
+@pytest.mark.parametrize("descriptors", [False, True], ids=["denoising", "denoising+descriptors"])
+def test_resume_after_kill(data_dir, tmp_path, descriptors):
     save = tmp_path / "ck"
     max_update = 40
     cmd = [*_bartsmiles_cmd(), "pretrain", *_tiny_flags(data_dir, save, max_update=max_update),
-           "--save-interval-updates", "5", "--keep-interval-updates", "1"]
+           "--save-interval-updates", "5", "--keep-interval-updates", "1",
+           *(["--descriptor-loss"] if descriptors else [])]
     last = save / "checkpoint_last.pt"
     log1 = tmp_path / "first.log"
     with open(log1, "w") as out:
@@ -438,7 +455,8 @@ def test_resume_after_kill(data_dir, tmp_path):
                 proc.kill()
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, f"not killed (rc {proc.returncode}):\n{log1.read_text()[-2000:]}"
-    at_kill = _num_updates(_load_ckpt(last))  # what is on disk now (a later save may have landed)
+    killed = _load_ckpt(last)  # what is on disk now (a later save may have landed)
+    at_kill = _num_updates(killed)
     assert 5 <= at_kill < max_update
 
     proc = _run(cmd, cwd=tmp_path)
@@ -446,9 +464,16 @@ def test_resume_after_kill(data_dir, tmp_path):
     loaded = re.findall(r"Loaded checkpoint (\S+) \(epoch \d+ @ (\d+) updates\)", proc.stdout)
     assert loaded, proc.stdout[-3000:]
     assert Path(loaded[0][0]).name == "checkpoint_last.pt" and int(loaded[0][1]) == at_kill
-    updates = [int(r["num_updates"]) for r in _json_records(proc.stdout) if "num_updates" in r and "loss" in r]
+    records = [r for r in _json_records(proc.stdout) if "num_updates" in r and "loss" in r]
+    updates = [int(r["num_updates"]) for r in records]
     assert updates and updates[0] == at_kill + 1 and updates[-1] == max_update
-    assert _num_updates(_load_ckpt(last)) == max_update
+    final = _load_ckpt(last)
+    assert _num_updates(final) == max_update
+    # the token count continues from the checkpoint (each update's wpb is its target tokens at --log-interval 1)
+    assert _record(final)["tokens_seen"] == _record(killed)["tokens_seen"] + sum(int(float(r["wpb"])) for r in records)
+    if descriptors:
+        assert "descriptor_mse" in records[0]
+        assert final["criterion"] is not None and "head.out.weight" in final["criterion"]
 
 
 # --------------------------------------------------------------------------------- restore-file
@@ -614,3 +639,65 @@ def test_missing_data_folder_is_named_with_the_way_to_make_it(tmp_path, capsys):
     assert main(["pretrain", "--data", str(missing), "--cpu", "--save-dir", str(tmp_path / "ck")]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "does not exist" in err and "bartsmiles preprocess" in err
+
+
+# ------------------------------------------------------------------------------ descriptor loss
+def test_descriptor_flags(data_dir, tmp_path):
+    base = dict(data=str(data_dir), save_dir=str(tmp_path), arch="bartsmiles_tiny", cpu=True)
+    plain = pretrain_args(PretrainConfig(**base))
+    assert plain[plain.index("--criterion") + 1] == "cross_entropy" and "--descriptor-loss" not in plain
+    argv = pretrain_args(PretrainConfig(**base, descriptor_loss=True, descriptor_weight=0.5))
+    assert argv[argv.index("--criterion") + 1] == "smiles_denoising"
+    assert "--descriptor-loss" in argv and argv[argv.index("--descriptor-weight") + 1] == "0.5"
+    with pytest.raises(ValueError, match="not both"):
+        pretrain_args(PretrainConfig(**base, init_from="a.pt", restore_file="b.pt"))
+
+
+def test_descriptor_loss_needs_its_criterion(data_dir, tmp_path, capsys):
+    _cli_fails(["pretrain", *_tiny_flags(data_dir, tmp_path / "ck", max_update=2), "--",
+                "--descriptor-loss"], capsys, ValueError, "--criterion smiles_denoising")
+
+
+@pytest.mark.slow
+def test_descriptor_loss_falls(data_dir, tmp_path, train_log):
+    """The overfit test of the descriptor head: its validation error falls epoch after epoch."""
+    save = tmp_path / "ck"
+    flags = _tiny_flags(data_dir, save, max_update=120)
+    flags[flags.index("--lr") + 1] = "0.003"
+    assert cli.main(["pretrain", *flags, "--descriptor-loss", "--descriptor-weight", "10", "--log-interval", "100"]) == 0
+    valid = [float(r["valid_descriptor_mse"]) for r in train_log() if "valid_descriptor_mse" in r]
+    assert len(valid) >= 5, valid
+    assert valid[-1] < 0.9 * valid[0], valid
+    state = _load_ckpt(save / "checkpoint_last.pt")
+    assert _record(state)["objective"]["name"] == "denoising+descriptors"
+    assert set(state["model"]) == set(_load_ckpt(save / "checkpoint_best.pt")["model"])
+    assert not any(k.startswith("head") for k in state["model"])  # the head is the criterion's, not the model's
+
+
+def test_init_from_continues_the_token_count(data_dir, tmp_path):
+    first = tmp_path / "first"
+    assert cli.main(["pretrain", *_tiny_flags(data_dir, first, max_update=3)]) == 0
+    seen = _record(_load_ckpt(first / "checkpoint_last.pt"))["tokens_seen"]
+    assert seen > 0
+    second = tmp_path / "second"
+    argv = pretrain(PretrainConfig(data=str(data_dir), save_dir=str(second), arch="bartsmiles_tiny", cpu=True,
+                                   num_workers=0, max_tokens=1024, max_update=2, save_interval_updates=0,
+                                   init_from=str(first / "checkpoint_last.pt"), descriptor_loss=True))
+    assert argv[argv.index("--initial-tokens-seen") + 1] == str(seen)
+    state = _load_ckpt(second / "checkpoint_last.pt")
+    assert _num_updates(state) == 2  # a fresh optimizer and counter of updates
+    assert _record(state)["tokens_seen"] > seen
+
+
+def test_the_criterion_without_descriptors_is_cross_entropy(data_dir, tmp_path, train_log):
+    assert cli.main(["pretrain", *_tiny_flags(data_dir, tmp_path / "ce", max_update=3)]) == 0
+    ce = [float(r["loss"]) for r in train_log() if "loss" in r and "num_updates" in r]
+    n = len(train_log())
+    assert cli.main(["pretrain", *_tiny_flags(data_dir, tmp_path / "sd", max_update=3),
+                     "--", "--criterion", "smiles_denoising"]) == 0
+    sd = [float(r["loss"]) for r in train_log()[n:] if "loss" in r and "num_updates" in r]
+    assert len(ce) == len(sd) == 3 and ce == sd
+    a = _load_ckpt(tmp_path / "ce" / "checkpoint_last.pt")["model"]
+    b = _load_ckpt(tmp_path / "sd" / "checkpoint_last.pt")["model"]
+    for name, value in a.items():
+        torch.testing.assert_close(b[name], value, rtol=0, atol=1e-6, msg=name)

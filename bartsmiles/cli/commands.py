@@ -11,14 +11,19 @@ import argparse
 import json
 import shlex
 from dataclasses import fields
+from pathlib import Path
 
 from bartsmiles.cli.options import config_from_args
 from bartsmiles.core.files import check_writable
+from bartsmiles.data.audit import audit as run_audit
+from bartsmiles.data.audit import audit_name
 from bartsmiles.evaluation.benchmark import BenchmarkConfig, run_benchmark
 from bartsmiles.evaluation.mainjob import MainJobConfig, run_main_job
 from bartsmiles.evaluation.probe import ProbeConfig, run_probe
 from bartsmiles.evaluation.report import summarize
 from bartsmiles.evaluation.retro import RetroBenchmarkConfig, run_retro_benchmark
+from bartsmiles.model.export import EXPORT_JSON
+from bartsmiles.model.export import export as run_export
 from bartsmiles.model.prediction import ERROR_COLUMN, predict_table
 from bartsmiles.model.pretrained import encode_file
 from bartsmiles.tasks import USER_DIR
@@ -27,6 +32,7 @@ from bartsmiles.training.finetuning import finetune as run_finetune
 from bartsmiles.training.pretraining import (
     PretrainConfig,
     build_vocabulary,
+    preprocess_descriptors,
     write_tokenized,
 )
 from bartsmiles.training.pretraining import (
@@ -36,8 +42,8 @@ from bartsmiles.training.pretraining import (
     pretrain as run_pretrain,
 )
 
-__all__ = ["run", "user_dir", "build_vocab", "tokenize", "preprocess", "pretrain", "encode", "finetune",
-           "benchmark", "probe", "predict", "benchmark_retro"]
+__all__ = ["run", "user_dir", "build_vocab", "tokenize", "preprocess", "descriptors", "pretrain", "encode", "finetune",
+           "benchmark", "probe", "predict", "audit", "benchmark_retro", "export"]
 
 
 def _config(cls, args: argparse.Namespace):
@@ -74,6 +80,17 @@ def preprocess(args: argparse.Namespace) -> int:
     report = run_preprocess(args.train, args.valid, args.vocab, args.dest, column=args.smiles_column,
                             n_jobs=args.workers, num_shards=args.num_shards)
     print(json.dumps(report.to_json(), indent=2))
+    if args.descriptors:
+        preprocess_descriptors(report.data_path, n_jobs=args.workers)
+    return 0
+
+
+def descriptors(args: argparse.Namespace) -> int:
+    stats = preprocess_descriptors(args.data, n_jobs=args.workers, force=args.force)
+    summary = {folder: {"descriptors": len(s["names"]), "splits": {k: {"rows": v["rows"], "unparsable": v["unparsable"]}
+                                                                     for k, v in s["splits"].items()}}
+               for folder, s in stats.items()}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -88,7 +105,7 @@ def encode(args: argparse.Namespace) -> int:
     """SMILES file in -> encoder features out (.npy array, or .csv with a smiles column + f0..f{d-1})."""
     summary = encode_file(args.input, args.output, model=args.model, smiles_column=args.smiles_column,
                           batch_size=args.batch_size, pooling=args.pooling, on_overflow=args.on_overflow,
-                          device=args.device, progress=not args.no_progress)
+                          errors=args.errors, device=args.device, progress=not args.no_progress)
     print(json.dumps(summary))
     return 0
 
@@ -135,8 +152,37 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit(args: argparse.Namespace) -> int:
+    """Data-trust report -> audit_<name>.md/.json in --out-dir; exit status 1 when it has warnings."""
+    name = audit_name(args.data)
+    out_dir = Path(args.out_dir)
+    for suffix in (".md", ".json"):
+        check_writable(out_dir / f"audit_{name}{suffix}", make_folder=True)
+    report = run_audit(args.data, smiles_column=args.smiles_column, target_columns=args.target_columns,
+                       split=args.split, data_dir=args.data_dir, seed=args.seed, max_rows=args.max_rows,
+                       max_tasks=args.max_tasks, name=name)
+    md, js = report.write(out_dir)
+    print(report.summary())
+    print(f"wrote {md} and {js}")
+    return report.exit_code
+
+
 def benchmark_retro(args: argparse.Namespace) -> int:
     """Retrosynthesis benchmark: (train,) generate on a split, top-k -> OUT.json + OUT.md."""
     result = run_retro_benchmark(_config(RetroBenchmarkConfig, args), command=args.command_line)
     print(json.dumps(result["scores"], indent=2))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Model in -> a transformers folder (--format hf) or model.onnx + tokenizer.json (--format onnx).
+
+    ``MODEL`` ``shipped`` (when no such file or folder exists) is the shipped model.
+    """
+    check_writable(Path(args.out) / EXPORT_JSON, make_folder=True)
+    model = None if args.model == "shipped" and not Path(args.model).exists() else args.model
+    summary = run_export(model, args.out, format=args.format, verify=not args.no_verify, tolerance=args.tolerance,
+                         opset=args.opset)
+    print(json.dumps({k: summary[k] for k in ("out_dir", "format", "kind", "files", "self_check") if k in summary},
+                     indent=2))
     return 0

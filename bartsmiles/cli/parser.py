@@ -15,11 +15,13 @@ from typing import Callable
 from bartsmiles._version import __version__
 from bartsmiles.cli import commands
 from bartsmiles.cli.options import add_dataclass_args
+from bartsmiles.data.audit import MAX_ROWS, MAX_TASKS
 from bartsmiles.evaluation.benchmark import BenchmarkConfig
 from bartsmiles.evaluation.mainjob import MainJobConfig
 from bartsmiles.evaluation.probe import ProbeConfig
 from bartsmiles.evaluation.retro import RetroBenchmarkConfig
-from bartsmiles.model.pretrained import POOLINGS
+from bartsmiles.model.export import FORMATS, ONNX_OPSET, TOLERANCE
+from bartsmiles.model.pretrained import ENCODE_ERRORS, POOLINGS
 from bartsmiles.training.finetuning import FinetuneConfig
 from bartsmiles.training.pretraining import PretrainConfig
 
@@ -56,6 +58,14 @@ def _file_commands(sub) -> None:
     p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV files (default: SMILES)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: 0, all cores)")
     p.add_argument("--num-shards", type=int, default=1, help="split the training data into this many shards")
+    p.add_argument("--descriptors", action="store_true",
+                   help="also build the RDKit descriptor cache that `pretrain --descriptor-loss` reads")
+
+    p = _sub(sub, "preprocess-descriptors", commands.descriptors,
+             "compute the RDKit descriptor targets of binarized data, once (for pretrain --descriptor-loss)")
+    p.add_argument("data", help="binarized data folder from `bartsmiles preprocess` (colon-separated shards allowed)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: 0, all cores)")
+    p.add_argument("--force", action="store_true", help="rebuild a cache that already exists")
 
     p = _sub(sub, "encode", commands.encode, "encoder features of SMILES (.smi/.csv[.gz] in, .npy/.csv out)")
     p.add_argument("input", help="SMILES file: .smi/.txt (one per line) or .csv[.gz] with --smiles-column")
@@ -64,8 +74,10 @@ def _file_commands(sub) -> None:
     p.add_argument("--smiles-column", default="SMILES", help="SMILES column of CSV input (default: SMILES)")
     p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass (default: 64)")
     p.add_argument("--pooling", default="mean", choices=POOLINGS, help="how token states become one vector")
-    p.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
-                   help="SMILES longer than the model's positions (default: error)")
+    p.add_argument("--on-overflow", default="truncate", choices=["error", "truncate"],
+                   help="SMILES longer than the model's positions: cut them, counted (default), or refuse them")
+    p.add_argument("--errors", default="nan", choices=list(ENCODE_ERRORS),
+                   help="a SMILES that is not a molecule: a NaN row, reported (default), or stop with an error")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -79,6 +91,46 @@ def _file_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass (default: 64)")
     p.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
                    help="SMILES longer than the model's positions: an error row (default) or cut and predicted")
+
+    p = _sub(sub, "export", commands.export,
+             "export a model for use elsewhere: a transformers folder (hf) or an ONNX graph (onnx)",
+             "Writes OUT as a Hugging Face transformers folder (--format hf: config.json, model.safetensors, "
+             "tokenizer.json; AutoTokenizer/AutoModel load it offline; a fine-tuned model becomes a "
+             "BartForSequenceClassification) or as model.onnx + tokenizer.json (--format onnx: mean-pooled encoder "
+             "features and, for a fine-tuned model, logits and predictions). The export is loaded back and compared "
+             "with the fairseq model before the command succeeds. Needs the 'export' extra: "
+             'pip install "bartsmiles[export]".')
+    p.add_argument("model", help="model: .pt file, model folder or run folder ('shipped': the shipped model)")
+    p.add_argument("out", help="folder to write (created if missing; files of the same names are replaced)")
+    p.add_argument("--format", default="hf", choices=FORMATS, help="hf (transformers) or onnx (default: hf)")
+    p.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (default: {ONNX_OPSET})")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"largest max-abs difference from the fairseq model the self-check accepts (default: {TOLERANCE})")
+    p.add_argument("--no-verify", action="store_true", help="skip the self-check (loading the export back)")
+
+    p = _sub(sub, "audit", commands.audit,
+             "data-trust report of a property dataset: invalid rows, duplicates, split overlap, spelling leak",
+             "Checks a registered dataset or a CSV: invalid SMILES, duplicates (canonical SMILES, InChIKey) and "
+             "their label conflicts, molecules shared between split parts, label balance, test scaffolds seen in "
+             "train, and whether the labels can be predicted from how the SMILES are written. Writes "
+             "audit_<name>.md and audit_<name>.json into --out-dir and prints a summary. Exit status 0: clean; "
+             "1: warnings (spelling leak, conflicting duplicates, split overlap); 2: the data cannot be read.")
+    p.add_argument("data", help="a registered dataset name (e.g. clintox) or a CSV file (an existing file wins)")
+    p.add_argument("--smiles-column", default=None,
+                   help="SMILES column (default: the registry's for a dataset name, smiles for a CSV)")
+    p.add_argument("--target-columns", nargs="+", default=None,
+                   help="label columns (default: the registry's; for a CSV every column but the SMILES one)")
+    p.add_argument("--split", nargs="+", default=["scaffold"], metavar="SPLIT",
+                   help="scaffold, random or a split JSON file (indices into the valid rows); several are each "
+                        "audited (default: scaffold)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random split, the cross-validation and the row sample (default: 0)")
+    p.add_argument("--data-dir", default=None, help="folder searched first for registered data files")
+    p.add_argument("--out-dir", default=".", help="folder for audit_<name>.md/.json (default: current folder)")
+    p.add_argument("--max-rows", type=int, default=MAX_ROWS,
+                   help=f"rows used by the spelling-leak test (default: {MAX_ROWS}; the other checks use all rows)")
+    p.add_argument("--max-tasks", type=int, default=MAX_TASKS,
+                   help=f"tasks tested for a spelling leak (default: {MAX_TASKS}, those with the most minority rows)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,8 @@ __all__ = [
     "canonicalize_set",
     "canonicalize_set_or_none",
     "murcko_scaffold",
+    "inchi_key",
+    "parse_in_written_order",
     "randomize_smiles",
     "match_smarts",
 ]
@@ -127,9 +129,17 @@ def is_valid_smiles(smiles: str) -> bool:
     return True
 
 
-def canonicalize(smiles: str, *, isomeric: bool = True) -> str:
-    """RDKit canonical SMILES of ``smiles``; ``isomeric=False`` drops stereo and isotopes."""
-    return Chem.MolToSmiles(parse_smiles(smiles), isomericSmiles=isomeric)
+def _as_mol(smiles_or_mol: str | Chem.Mol, caller: str) -> Chem.Mol:
+    if isinstance(smiles_or_mol, Chem.Mol):
+        return smiles_or_mol
+    if isinstance(smiles_or_mol, str):
+        return parse_smiles(smiles_or_mol)
+    raise TypeError(f"{caller} expects a SMILES str or an RDKit Mol, got {type(smiles_or_mol).__name__}")
+
+
+def canonicalize(smiles: str | Chem.Mol, *, isomeric: bool = True) -> str:
+    """RDKit canonical SMILES of ``smiles`` (a SMILES or a parsed Mol); ``isomeric=False`` drops stereo and isotopes."""
+    return Chem.MolToSmiles(_as_mol(smiles, "canonicalize"), isomericSmiles=isomeric)
 
 
 def canonicalize_set(smiles: str) -> str:
@@ -166,15 +176,50 @@ def murcko_scaffold(smiles_or_mol: str | Chem.Mol, *, include_chirality: bool = 
         TypeError: the argument is neither a ``str`` nor an RDKit ``Mol``.
         InvalidSmilesError: a SMILES argument does not parse.
     """
-    if isinstance(smiles_or_mol, Chem.Mol):
-        mol = smiles_or_mol
-    elif isinstance(smiles_or_mol, str):
-        mol = parse_smiles(smiles_or_mol)
-    else:
-        raise TypeError(
-            f"murcko_scaffold expects a SMILES str or an RDKit Mol, got {type(smiles_or_mol).__name__}"
-        )
+    mol = _as_mol(smiles_or_mol, "murcko_scaffold")
     return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=include_chirality)
+
+
+def inchi_key(smiles_or_mol: str | Chem.Mol) -> str:
+    """Standard InChIKey of a molecule, or ``""`` when the InChI library cannot make one.
+
+    The InChI library's warnings (undefined stereo, ...) are silenced; a molecule it refuses
+    (some organometallics, dummy atoms ``*``) gets ``""``, never an exception.
+
+    Raises:
+        TypeError: the argument is neither a ``str`` nor an RDKit ``Mol``.
+        InvalidSmilesError: a SMILES argument does not parse.
+    """
+    mol = _as_mol(smiles_or_mol, "inchi_key")
+    with _quiet_rdkit():
+        try:
+            return Chem.MolToInchiKey(mol) or ""
+        except Exception:  # noqa: BLE001 - the InChI wrapper raises several types; "no key" is the answer
+            return ""
+
+
+def parse_in_written_order(smiles: str) -> Chem.Mol:
+    """Parse ``smiles`` keeping explicit ``[H]`` atoms, so that atom ``k`` is the ``k``-th atom written.
+
+    Sanitized as :func:`parse_smiles` (aromaticity perceived), but hydrogens are not removed: the
+    atoms are exactly the atom tokens of the string, in order (what
+    :meth:`bartsmiles.core.tokenizer.SmilesTokenizer.is_atom_token` counts). Use it to compare how a
+    SMILES is *written* with what RDKit perceives, e.g. an aromatic ring written in Kekulé form.
+
+    Raises:
+        TypeError: ``smiles`` is not a ``str``.
+        InvalidSmilesError: the string is empty or RDKit cannot parse/sanitize it.
+    """
+    _check_str(smiles)
+    if not smiles.strip():
+        raise InvalidSmilesError(smiles, reason="empty SMILES")
+    params = Chem.SmilesParserParams()
+    params.removeHs = False
+    with _quiet_rdkit():
+        mol = Chem.MolFromSmiles(smiles, params)
+    if mol is None:
+        raise InvalidSmilesError(smiles, reason=_failure_reason(smiles))
+    return mol
 
 
 def randomize_smiles(smiles: str, rng: np.random.Generator) -> str:

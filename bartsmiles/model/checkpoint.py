@@ -46,6 +46,7 @@ import bartsmiles.tasks  # noqa: F401  (registers the archs and tasks)
 from bartsmiles._version import __version__
 from bartsmiles.core.vocab import Vocabulary
 from bartsmiles.errors import CheckpointError, UnsafeCheckpointError
+from bartsmiles.tasks.denoising import RECORD_KEY
 
 __all__ = [
     "SAFE_GLOBALS",
@@ -176,6 +177,9 @@ class ModelMetadata:
     ``target_scaling`` (e.g. ``{"min": .., "max": ..}`` mapping targets to [0, 1]) are ``None``
     for a pretrained model. ``architecture`` keys: ``encoder_layers``, ``decoder_layers``,
     ``dim``, ``heads``, ``ffn``, ``positions`` (max source positions, bos/eos included).
+    ``tokens_seen`` (target tokens of pretraining) and ``objective`` (what the pretraining task
+    trained, e.g. ``{"name": "denoising+descriptors", ...}``) come from the training record that
+    the ``smiles_denoising`` task saves; ``None`` where unknown.
     """
 
     arch: str
@@ -188,6 +192,8 @@ class ModelMetadata:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     num_updates: int | None = None
+    tokens_seen: int | None = None
+    objective: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -259,6 +265,18 @@ def pretrained_model_args(path: str | os.PathLike) -> tuple[str, list[str]]:
     return str(arch), flags
 
 
+def training_record(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"tokens_seen", "objective"}`` of a checkpoint (each ``None`` where unknown).
+
+    Read from the exported metadata, else from the record the ``smiles_denoising`` task saves in
+    a training checkpoint's ``extra_state``.
+    """
+    metadata = state.get(METADATA_KEY) or {}
+    record = (state.get("extra_state") or {}).get(RECORD_KEY) or {}
+    return {key: metadata.get(key) if metadata.get(key) is not None else record.get(key)
+            for key in ("tokens_seen", "objective")}
+
+
 def num_updates(state: Mapping[str, Any]) -> int | None:
     """Updates the checkpoint was trained for (from ``optimizer_history``), if recorded."""
     history = state.get("optimizer_history") or []
@@ -297,6 +315,8 @@ def _trim_training_state(state: dict) -> dict:
                                        "num_updates") if k in history[-1]}
     extra = state.get("extra_state") or {}
     kept = {k: extra[k] for k in ("epoch", "val_loss", "best") if isinstance(extra.get(k), (int, float))}
+    if isinstance(extra.get(RECORD_KEY), Mapping):
+        kept[RECORD_KEY] = dict(extra[RECORD_KEY])
     iterator = extra.get("train_iterator")
     if isinstance(iterator, Mapping) and "epoch" in iterator:
         kept["train_iterator"] = {"epoch": int(iterator["epoch"]), "iterations_in_epoch": 0}
@@ -317,8 +337,8 @@ def export_model(
     ``dict_path`` defaults to ``dict.txt`` beside the checkpoint, then in the checkpoint's data
     folder; ``tokenizer_model`` (a SentencePiece ``chem.model``) likewise, and its presence makes
     the tokenizer kind ``"sentencepiece"`` (else ``"regex"``). ``extra_metadata`` entries that
-    name :class:`ModelMetadata` fields (``label_names``, ``task_type``, ``target_scaling``) set
-    them; any other entry goes to ``metadata["extra"]``.
+    name :class:`ModelMetadata` fields (``label_names``, ``task_type``, ``target_scaling``,
+    ``tokens_seen``, ``objective``) set them; any other entry goes to ``metadata["extra"]``.
     """
     source = Path(checkpoint_path)
     state = safe_load(source)
@@ -333,7 +353,9 @@ def export_model(
 
     arch, dims = architecture_of(state)
     extra = dict(extra_metadata or {})
-    top = {k: extra.pop(k) for k in ("label_names", "task_type", "target_scaling") if k in extra}
+    top = {**training_record(state),
+           **{k: extra.pop(k) for k in ("label_names", "task_type", "target_scaling", "tokens_seen", "objective")
+              if k in extra}}
     metadata = ModelMetadata(
         arch=arch, architecture=dims, tokenizer="sentencepiece" if sp_file else "regex",
         vocabulary=list(vocab.symbols), versions=_versions(),

@@ -418,8 +418,10 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     run_argv = resume_args(cfg, argv)
     (save / "finetune_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     reset_fairseq_best()
+    resuming = run_argv[-2:] == ["--restore-file", "checkpoint_last.pt"] or not cfg.pretrained
+    # a run that starts afresh in an old run's folder must not start its bar at the old run's epoch
     with EpochProgress(cfg.epochs, metric, desc=f"fine-tuning {Path(cfg.data).stem}", enabled=cfg.progress,
-                       first_epoch=_last_epoch(save) + 1):
+                       first_epoch=_last_epoch(save) + 1 if resuming else 1):
         fairseq_train(run_argv)
     if not best.is_file():
         raise RuntimeError(f"fairseq finished without writing {best}")

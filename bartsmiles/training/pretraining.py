@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import multiprocessing
 import os
@@ -26,9 +27,12 @@ import torch
 from bartsmiles.core.encoding import count_tokens, resolve_n_jobs
 from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.core.vocab import Vocabulary
+from bartsmiles.model.checkpoint import safe_load, training_record
+from bartsmiles.model.resolve import resolve_checkpoint
 from bartsmiles.tasks import USER_DIR
 from bartsmiles.tasks.binarize import iter_corpus, iter_corpus_file
 from bartsmiles.tasks.binarize import preprocess as _binarize
+from bartsmiles.tasks.descriptors import build_descriptor_cache, has_descriptor_cache
 from bartsmiles.training.config import RESET_FLAGS, TrainingConfig, help_field, override
 from bartsmiles.training.runner import fairseq_train, launch_cpu_workers
 
@@ -46,7 +50,7 @@ class PretrainConfig(TrainingConfig):
     num_workers: int = override(TrainingConfig, "num_workers", 1)
     data: str = help_field("binarized data folder from `bartsmiles preprocess` (colon-separated shards allowed)", default="")
     save_dir: str = help_field("where checkpoints go; a rerun with the same folder resumes from checkpoint_last.pt", default="runs/pretrain")
-    arch: str = help_field("model shape: bartsmiles_tiny | bartsmiles_small | bartsmiles_base | bartsmiles_large", default="bartsmiles_small")
+    arch: str = help_field("model shape: bartsmiles_tiny | bartsmiles_mini | bartsmiles_small | bartsmiles_base | bartsmiles_large", default="bartsmiles_small")
     max_update: int = help_field("stop after this many updates (0: no limit)", default=20000)
     max_epoch: int = help_field("stop after this many epochs (0: no limit)", default=0)
     stop_time_hours: float = help_field("stop after this much wall time in hours (0: no limit)", default=0.0)
@@ -63,6 +67,17 @@ class PretrainConfig(TrainingConfig):
     reset_optimizer: bool = help_field("ignore the optimizer state of the restored checkpoint", default=False)
     world_size: int = help_field("distributed workers (GPUs, or CPU processes on CPU)", default=1)
     log_sample_ids: str = help_field("folder where each rank records the sample ids it trains on", default="")
+    descriptor_loss: bool = help_field(
+        "add the auxiliary loss that regresses 65 RDKit 2D descriptors from the pooled encoder output "
+        "(the descriptor cache is built beside the data on first use)", default=False)
+    descriptor_weight: float = help_field("weight of the descriptor MSE against the per-token cross-entropy",
+                                          default=1.0)
+    init_from: str = help_field(
+        "start from these weights (a model folder such as pretrained/, or a checkpoint) with a fresh optimizer "
+        "the first time; a rerun resumes from SAVE_DIR/checkpoint_last.pt", default="")
+    initial_tokens_seen: int = help_field(
+        "tokens the starting weights were trained on (0: read from the checkpoint given by --init-from or "
+        "--restore-file)", default=0)
 
 
 def pretrain_args(cfg: PretrainConfig, user_dir: Optional[str] = None) -> list[str]:
@@ -75,7 +90,8 @@ def pretrain_args(cfg: PretrainConfig, user_dir: Optional[str] = None) -> list[s
         "--user-dir", user_dir or USER_DIR,
         "--task", "smiles_denoising",
         "--arch", cfg.arch,
-        "--criterion", "cross_entropy",
+        *(["--criterion", "smiles_denoising", "--descriptor-loss", "--descriptor-weight", str(cfg.descriptor_weight)]
+          if cfg.descriptor_loss else ["--criterion", "cross_entropy"]),
         "--mask", str(cfg.mask),
         "--mask-random", str(cfg.mask_random),
         "--poisson-lambda", str(cfg.poisson_lambda),
@@ -103,6 +119,12 @@ def pretrain_args(cfg: PretrainConfig, user_dir: Optional[str] = None) -> list[s
         args += ["--restore-file", cfg.restore_file]
     if cfg.reset_optimizer:
         args += list(RESET_FLAGS)
+    if cfg.init_from:
+        if cfg.restore_file:
+            raise ValueError("give --init-from or --restore-file, not both")
+        args += ["--finetune-from-model", cfg.init_from]
+    if cfg.initial_tokens_seen:
+        args += ["--initial-tokens-seen", str(cfg.initial_tokens_seen)]
     if cfg.log_sample_ids:
         args += ["--log-sample-ids", cfg.log_sample_ids]
     if cfg.world_size > 1:
@@ -168,6 +190,25 @@ def preprocess(train, valid, vocab: Vocabulary | str | os.PathLike, dest, **kwar
     return _binarize(train, valid, vocab, dest, **kwargs)
 
 
+def preprocess_descriptors(data: str, *, n_jobs: int = 0, progress: bool = True, force: bool = False) -> dict:
+    """Build the descriptor cache (:mod:`bartsmiles.tasks.descriptors`) of every data folder in ``data``.
+
+    ``data`` is what ``--data`` takes: one folder, or shards separated by ``os.pathsep``. A folder
+    that already has a current cache is skipped unless ``force``. Returns ``{folder: stats}``.
+    """
+    out = {}
+    for folder in data.split(os.pathsep):
+        if not (Path(folder) / "dict.txt").is_file():
+            raise FileNotFoundError(f"{folder} is not a binarized data folder (no dict.txt): "
+                                    f"make one with `bartsmiles preprocess`")
+        if force or not has_descriptor_cache(folder):
+            logger.info("building the descriptor cache of %s", folder)
+            out[folder] = build_descriptor_cache(folder, n_jobs=n_jobs, progress=progress)
+        else:
+            out[folder] = json.loads((Path(folder) / "descriptors" / "stats.json").read_text())
+    return out
+
+
 def pretrain(cfg: PretrainConfig, *, dry_run: bool = False) -> list[str]:
     """Pretrain as configured; returns the fairseq-train argument list that was run.
 
@@ -175,6 +216,13 @@ def pretrain(cfg: PretrainConfig, *, dry_run: bool = False) -> list[str]:
     """
     if cfg.cpu is None:
         cfg = dataclasses.replace(cfg, cpu=not torch.cuda.is_available())
+    if cfg.init_from:
+        cfg = dataclasses.replace(cfg, init_from=str(resolve_checkpoint(cfg.init_from)))
+    start = cfg.init_from or (cfg.restore_file if cfg.reset_optimizer else "")
+    if start and not cfg.initial_tokens_seen and Path(start).is_file():
+        seen = training_record(safe_load(start)).get("tokens_seen")
+        if seen:
+            cfg = dataclasses.replace(cfg, initial_tokens_seen=int(seen))
     argv = pretrain_args(cfg)
     if dry_run:
         return argv
@@ -185,6 +233,8 @@ def pretrain(cfg: PretrainConfig, *, dry_run: bool = False) -> list[str]:
                 f"data folder {folder!r} {what}: make one with `bartsmiles preprocess --train ... --valid ... "
                 f"--vocab pretrained/dict.txt --dest {folder}`"
             )
+    if cfg.descriptor_loss:
+        preprocess_descriptors(cfg.data)
     Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
     if cfg.world_size > 1 and cfg.cpu:
         launch_cpu_workers(argv, cfg.world_size, log_dir=os.path.join(cfg.save_dir, "logs"))

@@ -1,0 +1,367 @@
+"""One API for every attribution method: :class:`Attributor` (a fine-tuned model's output) and
+:class:`NeuronAttributor` (one pooled encoder feature of a frozen model).
+
+``Attributor(model, method=...)`` picks the method; :meth:`Attributor.attribute` returns one
+:class:`~bartsmiles.attribution.result.Attribution` per SMILES whatever the method, so atom
+scores, substructures, drawings and the command line work the same for all of them.
+
+* ``"ig"`` -- integrated gradients at the encoder's input token embeddings
+  (:mod:`.integrated_gradients`), token scores mapped to atoms; additive.
+* ``"mask_occlusion"`` -- ``F(input) - F(input with the atom's token(s) replaced by <mask>)``,
+  optionally with its attached bond / branch / ring-closure tokens (:mod:`.occlusion`); not additive.
+* ``"gradient_x_input"`` -- gradient x input embeddings (or x (input - baseline) for a token
+  baseline), token scores mapped to atoms (:mod:`.gradient_x_input`); not additive.
+* ``"shapley"`` -- Captum Shapley value sampling over tokens or atoms with a ``<mask>`` baseline
+  (:mod:`.shapley`); additive.  ``estimator="ablation"``: Captum feature ablation, not additive.
+
+All methods perturb the same input: the encoder's input token embeddings (IG's module docstring
+says what ``F`` is; ``output="logit"`` or ``"prediction"``).  For an additive method
+``atom_scores.sum() + remainder == output - baseline_output + delta`` with ``delta`` checked
+against ``tolerance`` (:class:`ConvergenceWarning` / :class:`ConvergenceError`); for the others
+``delta`` reports how far the scores are from adding up and ``converged`` is ``None``.
+
+Index spaces: scores are per **token index** (``token_scores``), per special token, and per
+**atom index** (``atom_scores``, RDKit's numbering of ``Chem.MolFromSmiles(smiles)``).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from bartsmiles.errors import AttributionError, ConvergenceError, ConvergenceWarning, TargetError
+from bartsmiles.tasks.property_criterion import to_predictions
+
+from .gradient_x_input import gradient_x_input
+from .inputs import Molecule, ScoreModel, baseline_token_id, load_model, make_batch, prepare_molecules
+from .integrated_gradients import integrated_gradients
+from .mapping import map_token_scores, token_atom_matrix
+from .occlusion import mask_occlusion
+from .result import Attribution, MethodScores
+from .shapley import ESTIMATORS, FEATURES, shapley
+
+__all__ = ["METHODS", "Attributor", "NeuronAttributor", "check_method"]
+
+#: the attribution methods, ``"ig"`` (integrated gradients) first: the default
+METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley")
+#: the baseline token a method uses when ``baselines=None``
+DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "mask", "shapley": "mask"}
+#: ``batch_size=None``: molecules per IG batch; sequences per forward pass for the other methods
+DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything :meth:`Attributor.attribute` was asked, checked (see its docstring)."""
+
+    baselines: str
+    n_steps: int
+    integration: str
+    internal_batch_size: Optional[int]
+    batch_size: int
+    replace_specials: bool
+    tolerance: float
+    on_delta: str
+    return_convergence_delta: bool
+    n_samples: int
+    estimator: str
+    features: str
+    attached: bool
+    occlude_decoder: bool
+    seed: int
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is one of :data:`METHODS`; else :class:`AttributionError` listing them."""
+    if method not in METHODS:
+        raise AttributionError(f"unknown attribution method {method!r}: choose one of {', '.join(METHODS)}")
+    return method
+
+
+def _check_options(method: str, opts: RunOptions) -> None:
+    """Reject option values that cannot work for ``method`` (one-line :class:`AttributionError`)."""
+    if opts.on_delta not in ("warn", "raise", "ignore"):
+        raise AttributionError(f"on_delta must be 'warn', 'raise' or 'ignore', got {opts.on_delta!r}")
+    if opts.batch_size < 1:
+        raise AttributionError(f"batch_size must be >= 1, got {opts.batch_size}")
+    if method == "ig" and int(opts.n_steps) < 2:
+        raise AttributionError(f"n_steps must be >= 2 (Captum's integration needs two points), got {opts.n_steps}")
+    if method == "shapley":
+        if opts.estimator not in ESTIMATORS:
+            raise AttributionError(f"estimator must be one of {ESTIMATORS}, got {opts.estimator!r}")
+        if opts.features not in FEATURES:
+            raise AttributionError(f"features must be one of {FEATURES}, got {opts.features!r}")
+        if int(opts.n_samples) < 1:
+            raise AttributionError(f"n_samples must be >= 1, got {opts.n_samples}")
+
+
+def _variant(method: str, opts: RunOptions) -> tuple[str, int, bool]:
+    """(``Attribution.method``, ``Attribution.n_steps``, additive) for ``method`` run with ``opts``."""
+    if method == "ig":
+        return opts.integration, int(opts.n_steps), True
+    if method == "mask_occlusion":
+        return ("atom+attached" if opts.attached else "atom") + ("+decoder" if opts.occlude_decoder else ""), 1, False
+    if method == "gradient_x_input":
+        return "gradient_x_input", 1, False
+    sampling = opts.estimator == "sampling"
+    return f"{opts.estimator}/{opts.features}", int(opts.n_samples) if sampling else 1, sampling
+
+
+def _attribution(mol: Molecule, scores: MethodScores, **fields) -> Attribution:
+    """The :class:`Attribution` of one molecule: token scores mapped to atoms unless the method scored atoms."""
+    specials = [float(v) for v in scores.special_scores.values()]
+    if scores.atom_scores is None:
+        mapped = map_token_scores(mol.alignment, scores.token_scores, mol.n_atoms, special_scores=specials)
+        atom_scores, remainder, rules = mapped.atom_scores, mapped.remainder, mapped.rule
+    else:
+        _, rules = token_atom_matrix(mol.alignment, mol.n_atoms)
+        atom_scores = np.asarray(scores.atom_scores, dtype=np.float64)
+        remainder = float(np.sum(scores.token_scores) + sum(specials) - atom_scores.sum())
+    total = float(np.sum(scores.token_scores) + sum(specials))
+    delta = scores.delta if scores.delta is not None else total - (scores.output - scores.baseline_output)
+    return Attribution(smiles=mol.smiles, tokens=list(mol.alignment.tokens), token_scores=scores.token_scores,
+                       special_scores=dict(scores.special_scores), atom_scores=atom_scores, remainder=remainder,
+                       output=scores.output, baseline_output=scores.baseline_output, delta=float(delta),
+                       alignment=mol.alignment, token_rule=rules, **fields)
+
+
+class _Base:
+    """Shared machinery: loading, checking inputs, the method dispatch and the completeness check."""
+
+    def __init__(self, model_or_checkpoint, *, need_head: bool, method: str):
+        self.method = check_method(method)
+        loaded = load_model(model_or_checkpoint, need_head=need_head)
+        self.model = loaded.model
+        self.vocab = loaded.vocab
+        self.tokenizer = loaded.tokenizer
+        self.meta = loaded.meta
+        self.max_positions = loaded.max_positions
+        self.device = next(self.model.parameters()).device
+
+    def prepare(self, smiles) -> list[Molecule]:
+        """Check and encode ``smiles`` (errors name the input index; see :func:`.inputs.prepare_molecules`)."""
+        return prepare_molecules(smiles, self.tokenizer, self.vocab, self.max_positions)
+
+    def _forward(self, emb, src, lengths, prev) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @staticmethod
+    def _select(out: torch.Tensor, target) -> torch.Tensor:
+        return out[:, target] if target is not None and out.dim() == 2 else out.reshape(out.shape[0])
+
+    def _score_model(self, target) -> ScoreModel:
+        """The attributed scalar per sequence (``target`` of :meth:`_forward`), as the methods see it."""
+        def score(emb, src, lengths, prev):
+            return self._select(self._forward(emb, src, lengths, prev), target)
+
+        return ScoreModel(score=score, embed=self.model.encoder.embed_tokens, pad=int(self.vocab.pad),
+                          device=self.device)
+
+    def _scores(self, molecules: Sequence[Molecule], target, opts: RunOptions) -> list[MethodScores]:
+        """Run ``self.method`` on ``molecules`` (input order kept)."""
+        model = self._score_model(target)
+        if self.method == "gradient_x_input" and opts.baselines == "zero":
+            return gradient_x_input(model, molecules, baseline_id=None, batch_size=opts.batch_size,
+                                    replace_specials=opts.replace_specials)
+        baseline_id = baseline_token_id(self.vocab, opts.baselines)
+        if self.method == "ig":
+            return integrated_gradients(model, molecules, baseline_id=baseline_id, n_steps=int(opts.n_steps),
+                                        method=opts.integration, internal_batch_size=opts.internal_batch_size,
+                                        batch_size=opts.batch_size, replace_specials=opts.replace_specials)
+        if self.method == "gradient_x_input":
+            return gradient_x_input(model, molecules, baseline_id=baseline_id, batch_size=opts.batch_size,
+                                    replace_specials=opts.replace_specials)
+        if self.method == "mask_occlusion":
+            return mask_occlusion(model, molecules, mask_id=baseline_id, attached=opts.attached,
+                                  occlude_decoder=opts.occlude_decoder, batch_size=opts.batch_size)
+        return shapley(model, molecules, baseline_id=baseline_id, n_samples=int(opts.n_samples),
+                       estimator=opts.estimator, features=opts.features, replace_specials=opts.replace_specials,
+                       batch_size=opts.batch_size, seed=opts.seed)
+
+    def _options(self, baselines: Optional[str], batch_size: Optional[int], **values) -> RunOptions:
+        """:class:`RunOptions` with the method's defaults for ``baselines=None`` / ``batch_size=None``."""
+        return RunOptions(baselines=DEFAULT_BASELINE[self.method] if baselines is None else baselines,
+                          batch_size=DEFAULT_BATCH_SIZE[self.method] if batch_size is None else int(batch_size),
+                          **values)
+
+    def _run(self, smiles, *, target, target_name: str, quantity: str, opts: RunOptions) -> list[Attribution]:
+        _check_options(self.method, opts)
+        molecules = self.prepare(smiles)
+        scores = self._scores(molecules, target, opts)
+        variant, n_steps, additive = _variant(self.method, opts)
+        results = []
+        for mol, s in zip(molecules, scores):
+            a = _attribution(mol, s, target=int(target) if target is not None else int(getattr(self, "_neuron", -1)),
+                             target_name=target_name, quantity=quantity, converged=None, baseline=opts.baselines,
+                             n_steps=n_steps, method=variant, attribution_method=self.method)
+            if additive:  # IG's completeness check, for every additive method
+                a.converged = bool(abs(a.delta) <= opts.tolerance * max(abs(a.output - a.baseline_output), 1e-3))
+            results.append(a)
+        self._check_convergence(results, opts)
+        if not opts.return_convergence_delta:
+            for a in results:
+                a.delta = float("nan")
+        return results
+
+    def _check_convergence(self, results: Sequence[Attribution], opts: RunOptions) -> None:
+        """Warn or raise (``opts.on_delta``) when an additive method's scores do not add up."""
+        bad = [a for a in results if a.converged is False]
+        if not bad or opts.on_delta == "ignore":
+            return
+        worst = max(bad, key=lambda a: abs(a.delta))
+        if self.method == "ig":
+            what, hint = "integrated gradients", f"increase n_steps (now {opts.n_steps})"
+        else:
+            what, hint = "Shapley sampling", "it is complete by construction, so this is float round-off: raise tolerance"
+        message = (f"{what} did not converge for {len(bad)} of {len(results)} molecule(s): "
+                   f"worst |delta| = {abs(worst.delta):.3g} for {worst.smiles!r} "
+                   f"(F(x) - F(baseline) = {worst.output - worst.baseline_output:.3g}, tolerance {opts.tolerance:g} "
+                   f"relative); {hint}")
+        if opts.on_delta == "raise":
+            raise ConvergenceError(message)
+        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+
+
+class Attributor(_Base):
+    """Attributions of a fine-tuned BARTSmiles property model (see the module docstring).
+
+    ``model_or_checkpoint``: a fine-tuned checkpoint (``.pt`` or a folder holding ``model.pt`` /
+    ``checkpoint_best.pt``), a :class:`bartsmiles.model.predictor.PropertyPredictor` or a fitted
+    :class:`bartsmiles.estimators.BartSmilesClassifier` / ``BartSmilesRegressor``.
+    ``output``: ``"logit"`` (the head's raw output, default) or ``"prediction"`` (probability for
+    classification, value in original units for regression).  ``method``: one of :data:`METHODS`.
+    """
+
+    def __init__(self, model_or_checkpoint, *, output: str = "logit", method: str = "ig"):
+        super().__init__(model_or_checkpoint, need_head=True, method=method)
+        if output not in ("logit", "prediction"):
+            raise AttributionError(f"output must be 'logit' or 'prediction', got {output!r}")
+        self.output = output
+        self.head = self.meta.get("classification_head_name", "smiles_property")
+        if self.head not in self.model.classification_heads:
+            raise AttributionError(f"the model has no classification head {self.head!r}")
+        self.task_names = list(self.meta.get("task_names") or [])
+        self.n_outputs = int(self.model.classification_heads[self.head].out_proj.out_features)
+
+    def _forward(self, emb, src, lengths, prev):
+        logits, _ = self.model(src, lengths, prev, features_only=True, classification_head_name=self.head,
+                               token_embeddings=emb, return_all_hiddens=False)
+        if self.output == "prediction":
+            logits = to_predictions(logits, self.meta)
+        return logits
+
+    def _target(self, target) -> tuple[int, str]:
+        if isinstance(target, str):
+            if target not in self.task_names:
+                raise TargetError(f"target {target!r} is not an output of this model; outputs: {self.task_names}")
+            target = self.task_names.index(target)
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+            raise TargetError(f"target must be an output index or name, got {target!r}")
+        if not 0 <= int(target) < self.n_outputs:
+            raise TargetError(f"target {int(target)} is out of range: the model has {self.n_outputs} output(s) "
+                              f"(0..{self.n_outputs - 1}: {self.task_names})")
+        name = self.task_names[int(target)] if int(target) < len(self.task_names) else str(int(target))
+        return int(target), name
+
+    def predict_outputs(self, smiles) -> np.ndarray:
+        """``(n, n_outputs)`` of the attributed quantity (logits by default) for ``smiles``."""
+        molecules = self.prepare(smiles)
+        batch = make_batch([m.ids for m in molecules], int(self.vocab.pad), self.device)
+        with torch.no_grad():
+            x = self.model.encoder.embed_tokens(batch.src)
+            return self._forward(x, batch.src, batch.lengths, batch.prev).double().cpu().numpy()
+
+    def attribute(self, smiles, target: int | str = 0, baselines: Optional[str] = None, n_steps: int = 50, *,
+                  return_convergence_delta: bool = True, internal_batch_size: Optional[int] = None,
+                  method: str = "gausslegendre", batch_size: Optional[int] = None, replace_specials: bool = False,
+                  tolerance: float = 0.05, on_delta: str = "warn", n_samples: int = 25, estimator: str = "sampling",
+                  features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
+                  seed: int = 0) -> list[Attribution]:
+        """One :class:`Attribution` per SMILES (a string is one SMILES), in input order.
+
+        Every method: ``target`` -- output index (or task name); ``baselines`` -- ``"pad"`` |
+        ``"mask"`` | ``"eos"``, the token put in place of the molecule's tokens, or ``"zero"``
+        (``gradient_x_input`` only: a zero embedding); ``None``: ``"pad"`` for ``ig``, ``"zero"``
+        for ``gradient_x_input``, ``"mask"`` for ``mask_occlusion`` / ``shapley``;
+        ``replace_specials`` -- also replace ``<s>``/``</s>`` (not for occlusion);
+        ``batch_size`` -- for ``ig`` molecules integrated together (default 16), for the other
+        methods the most sequences in one forward pass (:data:`DEFAULT_BATCH_SIZE`);
+        ``tolerance``/``on_delta`` -- the completeness check of the additive methods;
+        ``return_convergence_delta=False`` sets ``delta`` to NaN.
+
+        ``ig``: ``n_steps``, ``method`` (Captum's integration rule) and ``internal_batch_size``
+        as in Captum (``None``: about :data:`~.integrated_gradients.IG_TOKEN_BUDGET` tokens per
+        pass).  ``mask_occlusion``: ``attached`` -- also mask the atom's bond / branch /
+        ring-closure tokens; ``occlude_decoder`` -- mask the decoder's input too.  ``shapley``:
+        ``n_samples`` permutations, ``estimator`` (``"sampling"`` | ``"ablation"``), ``features``
+        (``"tokens"`` | ``"atoms"``), ``seed``.  Options of other methods are ignored.
+
+        Raises :class:`InvalidSmilesError` (naming the SMILES and its index),
+        :class:`SmilesTooLongError` (length and limit), :class:`TargetError`,
+        :class:`AttributionError` (an option that cannot work).
+        """
+        index, name = self._target(target)
+        what = "probability" if self.meta.get("task_type") == "classification" else "predicted value"
+        quantity = f"{'logit' if self.output == 'logit' else what} of output {index} ({name})"
+        opts = self._options(baselines, batch_size, n_steps=n_steps, integration=method,
+                             internal_batch_size=internal_batch_size, replace_specials=replace_specials,
+                             tolerance=tolerance, on_delta=on_delta, return_convergence_delta=return_convergence_delta,
+                             n_samples=n_samples, estimator=estimator, features=features, attached=attached,
+                             occlude_decoder=occlude_decoder, seed=seed)
+        return self._run(smiles, target=index, target_name=name, quantity=quantity, opts=opts)
+
+
+class NeuronAttributor(_Base):
+    """Attributions of one pooled encoder feature (a "neuron") of a frozen model.
+
+    The quantity is feature ``k`` of the encoder output pooled over the molecule, as
+    :meth:`bartsmiles.model.pretrained.PretrainedModel.encode` computes it (``pooling="mean"`` over all non-pad
+    positions, ``<s>``/``</s>`` included; ``"bos"``; ``"eos"``) -- the features the neuron probe
+    (:mod:`bartsmiles.evaluation.probe`) selects from.  Every method of :class:`Attributor` works
+    (``method``), on a wrapper that returns that neuron from the encoder's input embeddings.
+    ``model``: a :class:`bartsmiles.model.pretrained.PretrainedModel` or anything :class:`Attributor`
+    takes (a fine-tuned model's encoder is used; its head is ignored).
+    """
+
+    def __init__(self, model, *, pooling: str = "mean", method: str = "ig"):
+        super().__init__(model, need_head=False, method=method)
+        if pooling not in ("mean", "bos", "eos"):
+            raise AttributionError(f"pooling must be 'mean', 'bos' or 'eos', got {pooling!r}")
+        self.pooling = pooling
+        self.n_neurons = int(self.model.encoder.embed_tokens.embedding_dim)
+        self._neuron = 0
+
+    def features(self, emb, src, lengths):
+        out = self.model.encoder(src, src_lengths=lengths, token_embeddings=emb)
+        states = out["encoder_out"][0].transpose(0, 1)  # (B, L, d)
+        if self.pooling == "bos":
+            return states[:, 0]
+        if self.pooling == "eos":
+            return states[torch.arange(states.shape[0], device=states.device), lengths - 1]
+        mask = src.ne(int(self.vocab.pad)).unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1)
+
+    def _forward(self, emb, src, lengths, prev):
+        return self.features(emb, src, lengths)[:, self._neuron]
+
+    def attribute(self, smiles, neuron: int, baselines: Optional[str] = None, n_steps: int = 50, *,
+                  return_convergence_delta: bool = True, internal_batch_size: Optional[int] = None,
+                  method: str = "gausslegendre", batch_size: Optional[int] = None, replace_specials: bool = False,
+                  tolerance: float = 0.05, on_delta: str = "warn", n_samples: int = 25, estimator: str = "sampling",
+                  features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
+                  seed: int = 0) -> list[Attribution]:
+        """One :class:`Attribution` of neuron ``neuron`` per SMILES (arguments as :meth:`Attributor.attribute`)."""
+        if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)) or not 0 <= int(neuron) < self.n_neurons:
+            raise TargetError(f"neuron {neuron!r} is out of range: the encoder has {self.n_neurons} features "
+                              f"(0..{self.n_neurons - 1})")
+        self._neuron = int(neuron)
+        quantity = f"encoder feature {int(neuron)} ({self.pooling}-pooled)"
+        opts = self._options(baselines, batch_size, n_steps=n_steps, integration=method,
+                             internal_batch_size=internal_batch_size, replace_specials=replace_specials,
+                             tolerance=tolerance, on_delta=on_delta, return_convergence_delta=return_convergence_delta,
+                             n_samples=n_samples, estimator=estimator, features=features, attached=attached,
+                             occlude_decoder=occlude_decoder, seed=seed)
+        return self._run(smiles, target=None, target_name=f"neuron {int(neuron)}", quantity=quantity, opts=opts)

@@ -1,0 +1,223 @@
+"""What every attribution method shares: the loaded model, checked molecules, padded token batches.
+
+Index spaces (ARCHITECTURE.md):
+
+* **token index** ``t`` -- the position in ``tokenizer.tokenize(smiles)``;
+* **position** ``p`` -- a column of a batch and a row of the encoder output: position 0 is ``<s>``,
+  position ``t + 1`` is token ``t``, position ``n_tokens + 1`` is ``</s>``, then padding;
+* **atom index** -- RDKit's numbering of ``Chem.MolFromSmiles(smiles)``.
+
+A method sees the model through a :class:`ScoreModel`: ``score(emb, src, lengths, prev)`` is the
+attributed scalar per sequence, computed from the encoder's input token embeddings ``emb``
+(``(B, L, d)``, position space) while positions, padding mask and the head's ``</s>`` read-out come
+from the real ids ``src``; the decoder reads ``prev`` itself.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.tokenizer import SmilesTokenizer, TokenAlignment
+from bartsmiles.errors import AttributionError, CheckpointError, InvalidSmilesError, SmilesTooLongError
+from bartsmiles.model.predictor import PropertyPredictor
+from bartsmiles.model.pretrained import load_pretrained
+from bartsmiles.model.resolve import resolve_checkpoint
+
+__all__ = ["BASELINES", "LoadedModel", "Molecule", "ScoreModel", "TokenBatch", "load_model", "prepare_molecules",
+           "baseline_token_id", "pad_sequences", "make_batch", "replaced_positions", "baseline_ids",
+           "sort_by_length"]
+
+#: the tokens a baseline (or an occlusion) may put in place of a molecule's tokens
+BASELINES = ("pad", "mask", "eos")
+
+#: ``score(emb (B, L, d), src (B, L), lengths (B,), prev (B, L)) -> (B,)``
+ScoreFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for attribution: the fairseq model (eval mode), its vocabulary and tokenizer."""
+
+    model: Any
+    vocab: Any
+    tokenizer: Any
+    meta: dict
+    max_positions: int
+
+
+@dataclass(frozen=True)
+class Molecule:
+    """One checked input: ``ids`` are in position space (``[<s>, token ids.., </s>]``)."""
+
+    smiles: str
+    alignment: TokenAlignment
+    ids: tuple[int, ...]
+    n_atoms: int
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens without the specials (``len(ids) - 2``)."""
+        return len(self.ids) - 2
+
+
+@dataclass(frozen=True)
+class ScoreModel:
+    """The model as the methods see it: the attributed scalar and the token-embedding lookup."""
+
+    score: ScoreFunction
+    embed: Callable[[torch.Tensor], torch.Tensor]
+    pad: int
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Padded ids of ``B`` sequences (position space) and what the model needs besides them.
+
+    ``src``: ``(B, L)`` encoder ids; ``lengths``: ``(B,)`` real lengths, specials included;
+    ``prev``: ``(B, L)`` decoder input (each sequence rolled right by one, as the task collates it).
+    """
+
+    src: torch.Tensor
+    lengths: torch.Tensor
+    prev: torch.Tensor
+
+
+def load_model(model_or_checkpoint, *, need_head: bool) -> LoadedModel:
+    """Model, vocabulary, tokenizer and metadata from a checkpoint path or a loaded object.
+
+    Accepts a checkpoint path or folder, a :class:`PropertyPredictor`, a fitted
+    ``BartSmilesClassifier``/``BartSmilesRegressor`` and (``need_head=False``) a pretrained model.
+    """
+    obj = model_or_checkpoint
+    if hasattr(obj, "_get_predictor"):  # a fitted BartSmilesClassifier / BartSmilesRegressor
+        obj = obj._get_predictor()
+    if isinstance(obj, (str, os.PathLike)):
+        path = resolve_checkpoint(obj)
+        try:
+            obj = PropertyPredictor(path)
+        except CheckpointError:
+            if need_head:
+                raise AttributionError(f"{path} is not a fine-tuned property checkpoint (no prediction head): "
+                                       f"use NeuronAttributor for a pretrained model") from None
+            obj = load_pretrained(path)
+    if hasattr(obj, "task") and hasattr(obj, "meta") and hasattr(obj, "model"):  # PropertyPredictor
+        meta = dict(obj.meta)
+        if meta.get("tokenizer", "regex") != "regex":
+            raise AttributionError(f"tokenizer {meta.get('tokenizer')!r} is not supported for property checkpoints")
+        model, vocab, tokenizer = obj.model, obj.task.vocab, SmilesTokenizer()
+        limit = int(meta.get("max_positions") or model.encoder.max_positions())
+    elif hasattr(obj, "encode_ids") and hasattr(obj, "vocab"):  # bartsmiles.model.pretrained.PretrainedModel
+        if need_head:
+            raise AttributionError("a pretrained model has no prediction head: use NeuronAttributor, or fine-tune it")
+        model, vocab, tokenizer, meta = obj.model, obj.vocab, obj.tokenizer, dict(obj.metadata or {})
+        limit = int(model.encoder.max_positions())
+    else:
+        raise TypeError(f"cannot attribute a {type(obj).__name__}: give a checkpoint path, a PropertyPredictor, "
+                        f"a fitted BartSmilesClassifier/Regressor or (NeuronAttributor) a PretrainedModel")
+    limit = min(limit, int(model.encoder.max_positions()))
+    model.eval()
+    return LoadedModel(model=model, vocab=vocab, tokenizer=tokenizer, meta=meta, max_positions=limit)
+
+
+def _check_one(index: int, smiles: Any, tokenizer, vocab, max_positions: int) -> Molecule:
+    """One SMILES checked and encoded; errors name ``index`` (input index)."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        raise InvalidSmilesError(smiles, index=index, reason="empty or not a string",
+                                 message=f"SMILES at index {index} is empty or not a string: {smiles!r}")
+    s = smiles.strip()
+    if ">" in s:
+        raise InvalidSmilesError(s, index=index, reason="a reaction, not a molecule",
+                                 message=f"SMILES at index {index} is a reaction ({s!r}): attribute one molecule")
+    try:
+        mol = parse_smiles(s)
+        alignment = tokenizer.align(s)
+    except ValueError as exc:  # InvalidSmilesError and TokenizationError are ValueErrors
+        raise InvalidSmilesError(s, index=index, reason=str(exc),
+                                 message=f"invalid SMILES at index {index}: {s!r} ({exc})") from None
+    length = len(alignment.tokens) + 2
+    if length > max_positions:
+        raise SmilesTooLongError(s, index=index, length=length, limit=max_positions,
+                                 hint="attribution does not truncate")
+    ids = tuple(int(i) for i in vocab.encode(alignment.tokens))
+    return Molecule(smiles=s, alignment=alignment, ids=ids, n_atoms=mol.GetNumAtoms())
+
+
+def prepare_molecules(smiles, tokenizer, vocab, max_positions: int) -> list[Molecule]:
+    """Check and encode ``smiles`` (a string is one SMILES), in input order.
+
+    Raises :class:`InvalidSmilesError` / :class:`SmilesTooLongError` naming the input index, or
+    :class:`AttributionError` for an empty list.
+    """
+    if isinstance(smiles, str):
+        smiles = [smiles]
+    out = [_check_one(i, s, tokenizer, vocab, max_positions) for i, s in enumerate(smiles)]
+    if not out:
+        raise AttributionError("no SMILES given")
+    return out
+
+
+def baseline_token_id(vocab, baselines: str) -> int:
+    """The vocabulary id of baseline ``baselines`` (``"pad"``, ``"mask"`` or ``"eos"``).
+
+    ``<mask>`` is the symbol appended after ``dict.txt`` for the denoising objective.
+    """
+    if baselines not in BASELINES:
+        raise AttributionError(f"baselines must be one of {BASELINES}, got {baselines!r}")
+    if baselines == "pad":
+        return int(vocab.pad)
+    if baselines == "eos":
+        return int(vocab.eos)
+    if "<mask>" not in vocab:
+        raise AttributionError("this model's vocabulary has no <mask>: use baselines='pad' or 'eos'")
+    return int(vocab.index("<mask>"))
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad: int, *, roll: bool = False) -> torch.Tensor:
+    """``(B, L)`` ids, padded with ``pad``; ``roll``: each sequence rolled right by one (decoder input)."""
+    src = torch.full((len(sequences), max(len(s) for s in sequences)), pad, dtype=torch.long)
+    for r, seq in enumerate(sequences):
+        row = torch.tensor(seq, dtype=torch.long)
+        src[r, : len(seq)] = torch.roll(row, 1) if roll else row
+    return src
+
+
+def make_batch(sequences: Sequence[Sequence[int]], pad: int, device: torch.device,
+               decoder_sequences: Optional[Sequence[Sequence[int]]] = None) -> TokenBatch:
+    """Pad ``sequences`` (position space) into a :class:`TokenBatch` on ``device``.
+
+    ``decoder_sequences`` (default: ``sequences``; same lengths) are rolled right by one into ``prev``.
+    """
+    decoder_sequences = sequences if decoder_sequences is None else decoder_sequences
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    src = pad_sequences(sequences, pad)
+    prev = pad_sequences(decoder_sequences, pad, roll=True)
+    return TokenBatch(src=src.to(device), lengths=lengths.to(device), prev=prev.to(device))
+
+
+def replaced_positions(batch: TokenBatch, replace_specials: bool) -> torch.Tensor:
+    """``(B, L)`` bool: the positions a baseline replaces -- the molecule's tokens, and with
+    ``replace_specials`` also ``<s>`` (position 0) and ``</s>`` (position ``length - 1``); never padding."""
+    positions = torch.arange(batch.src.shape[1], device=batch.src.device).unsqueeze(0)
+    last = batch.lengths.unsqueeze(1) - 1
+    if replace_specials:
+        return positions <= last
+    return (positions > 0) & (positions < last)
+
+
+def baseline_ids(batch: TokenBatch, baseline_id: int, replace_specials: bool) -> torch.Tensor:
+    """``(B, L)`` ids of the baseline: every molecule token replaced by ``baseline_id``.
+
+    ``<s>`` and ``</s>`` keep their ids unless ``replace_specials``; padding stays padding.
+    """
+    replaced = replaced_positions(batch, replace_specials)
+    return torch.where(replaced, torch.full_like(batch.src, baseline_id), batch.src)
+
+
+def sort_by_length(molecules: Sequence[Molecule]) -> list[int]:
+    """Input indices of ``molecules``, shortest first (less padding when batched)."""
+    return sorted(range(len(molecules)), key=lambda i: len(molecules[i].ids))

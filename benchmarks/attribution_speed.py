@@ -1,0 +1,158 @@
+"""How fast is each attribution method?  Molecules per second on MOSES-size molecules.
+
+A fine-tuned model is made once: the shipped pretrained model (``--pretrained``) fine-tuned for
+one epoch on a small synthetic task (label: the molecule has an aromatic nitrogen; MOSES test
+rows after the timed ones).  Then each method (:data:`bartsmiles.attribution.METHODS` and the
+variants below) attributes the first ``--n-molecules`` SMILES of the MOSES test file, with the
+settings recorded next to each number; a method's default settings are used unless listed.
+Shapley sampling runs 10 permutations here (the default is 25): its time grows linearly with
+``n_samples`` (one forward pass per player per permutation), so 25 take about 2.5 times as long.
+
+Writes ``OUT/attribution_speed.json``: the machine (:func:`bartsmiles.evaluation.machine.machine_info`),
+the command, torch threads, the molecules (count, mean atoms and tokens) and per method the
+seconds and molecules/s.
+
+The committed run (2 CPU cores shared with other training jobs, load average about 3)::
+
+    OMP_NUM_THREADS=2 nice -n 10 .venv/bin/python benchmarks/attribution_speed.py
+
+On such an oversubscribed machine two torch threads are slower than one (every parallel region
+waits for a descheduled thread; small forward passes suffered most): the same command with
+``OMP_NUM_THREADS=1`` ran 1.2 to 7 times faster per method.  Numbers from a shared machine vary
+by a factor of two between runs; compare methods within one run.
+
+Smoke run (seconds, random-init tiny model, numbers meaningless)::
+
+    .venv/bin/python benchmarks/attribution_speed.py --smoke --out /tmp/speed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bartsmiles.attribution import Attributor
+from bartsmiles.core.chem import match_smarts, parse_smiles
+from bartsmiles.errors import InvalidSmilesError
+from bartsmiles.evaluation.machine import machine_info
+from bartsmiles.model.predictor import PropertyPredictor
+from bartsmiles.training.finetuning import FinetuneConfig, finetune
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MOSES_TEST = Path(os.environ.get("BARTSMILES_DATA") or ROOT.parent / "shared" / "data") / "pretrain" / "moses" / "test.csv.gz"
+
+#: (name, method, options): what is timed; options not listed are the method's defaults
+RUNS = [
+    ("ig", "ig", {"n_steps": 50}),
+    ("gradient_x_input", "gradient_x_input", {}),
+    ("mask_occlusion", "mask_occlusion", {}),
+    ("mask_occlusion_attached", "mask_occlusion", {"attached": True}),
+    ("shapley", "shapley", {"n_samples": 10}),
+    ("shapley_atoms", "shapley", {"n_samples": 10, "features": "atoms"}),
+    ("shapley_ablation", "shapley", {"estimator": "ablation"}),
+]
+
+
+def read_smiles(path: Path, skip: int, n: int) -> list[str]:
+    """``n`` parsable SMILES of the first column of ``path``, after the first ``skip`` data rows."""
+    frame = pd.read_csv(path, skiprows=range(1, skip + 1), nrows=2 * n + 50)
+    out = []
+    for s in frame[frame.columns[0]].dropna().astype(str):
+        try:
+            parse_smiles(s)
+        except InvalidSmilesError:
+            continue
+        out.append(s)
+        if len(out) == n:
+            break
+    return out
+
+
+def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
+    """A 1-epoch fine-tune on 'has an aromatic nitrogen' (MOSES rows after the timed ones)."""
+    smiles = read_smiles(Path(args.moses), args.n_molecules, args.n_train + 100)
+    labels = [float(bool(match_smarts(parse_smiles(s), "n"))) for s in smiles]
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"smiles": smiles, "aromatic_n": labels})
+    frame.iloc[: args.n_train].to_csv(work / "data" / "train.csv", index=False)
+    frame.iloc[args.n_train:].to_csv(work / "data" / "valid.csv", index=False)
+    start = time.perf_counter()
+    result = finetune(FinetuneConfig(
+        data=str(work / "data"), pretrained="" if args.smoke else args.pretrained,
+        arch="bartsmiles_tiny" if args.smoke else "", save_dir=str(work / "run"), epochs=1, batch_size=32,
+        lr=1e-4, keep_last_epochs=1, cpu=True, num_workers=0, log_interval=100, score_test=False, progress=False))
+    return result.best_checkpoint, {"task": "aromatic nitrogen (SMARTS n)", "n_train": args.n_train,
+                                    "n_valid": len(frame) - args.n_train, "epochs": 1,
+                                    "pretrained": "" if args.smoke else args.pretrained,
+                                    "seconds": round(time.perf_counter() - start, 1),
+                                    "valid_metric": result.best_valid_metric}
+
+
+def time_method(predictor, method: str, options: dict, smiles: list[str]) -> dict:
+    """Seconds and molecules/s of one method on ``smiles`` (after a two-molecule warm-up)."""
+    attributor = Attributor(predictor, method=method)
+    attributor.attribute(smiles[:2], on_delta="ignore", **options)
+    start = time.perf_counter()
+    results = attributor.attribute(smiles, on_delta="ignore", **options)
+    seconds = time.perf_counter() - start
+    deltas = [abs(a.delta) for a in results]
+    return {"method": method, "options": options, "variant": results[0].method, "baseline": results[0].baseline,
+            "n_molecules": len(results), "seconds": round(seconds, 2),
+            "molecules_per_second": round(len(results) / seconds, 3), "max_abs_delta": float(max(deltas)),
+            "additive": results[0].converged is not None}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--moses", default=str(MOSES_TEST), help="MOSES CSV(.gz); SMILES in the first column")
+    p.add_argument("--pretrained", default=str(ROOT / "pretrained"), help="pretrained model folder or .pt")
+    p.add_argument("--n-molecules", type=int, default=100, help="molecules timed per method")
+    p.add_argument("--n-train", type=int, default=400, help="fine-tuning molecules (1 epoch)")
+    p.add_argument("--runs", default=",".join(name for name, _, _ in RUNS), help="comma-separated names of RUNS")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--work-dir", default="runs/attribution_speed", help="fine-tuning data and checkpoint")
+    p.add_argument("--smoke", action="store_true", help="tiny random-init model, 6 molecules, cheap settings")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.n_molecules, args.n_train = 6, 40
+    names = [n.strip() for n in args.runs.split(",") if n.strip()]
+    unknown = sorted(set(names) - {name for name, _, _ in RUNS})
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; choose from {[name for name, _, _ in RUNS]}")
+    if not Path(args.moses).is_file():
+        raise SystemExit(f"MOSES not found at {args.moses} (--moses)")
+
+    smiles = read_smiles(Path(args.moses), 0, args.n_molecules)
+    checkpoint, model_info = fine_tuned_model(args, Path(args.work_dir))
+    predictor = PropertyPredictor(checkpoint)
+    molecules = Attributor(predictor).prepare(smiles)
+    runs = {}
+    for name, method, options in RUNS:
+        if name in names:
+            options = {**options, "n_steps": 4, "n_samples": 2} if args.smoke else options
+            runs[name] = time_method(predictor, method, options, smiles)
+            print(f"{name:26s} {runs[name]['molecules_per_second']:8.2f} molecules/s "
+                  f"({runs[name]['seconds']} s for {runs[name]['n_molecules']})", flush=True)
+    report = {"command": " ".join(["python", "benchmarks/attribution_speed.py", *(sys.argv[1:] if argv is None else argv)]),
+              "environment": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                              "torch_threads": torch.get_num_threads(), "device": "cpu"},
+              "machine": machine_info(), "model": model_info,
+              "molecules": {"source": str(args.moses), "n": len(smiles),
+                            "mean_atoms": round(sum(m.n_atoms for m in molecules) / len(molecules), 1),
+                            "mean_tokens": round(sum(m.n_tokens for m in molecules) / len(molecules), 1)},
+              "runs": runs}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attribution_speed.json").write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
