@@ -103,7 +103,9 @@ class EpochProgress:
         for pattern in HARMLESS_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         self.postfix = {"loss": "-", f"valid {self.metric}": "-"}
-        self._bar = tqdm(total=self.epochs, initial=max(0, self.first_epoch - 1), desc=self.desc,
+        # a finished run that is "resumed" validates once more: the bar never passes its total
+        initial = max(0, self.first_epoch - 1)
+        self._bar = tqdm(total=self.epochs, initial=min(initial, self.epochs) if self.epochs else initial, desc=self.desc,
                          unit="epoch", dynamic_ncols=True)
         # lazy: fairseq_cli.train adds its console handler when first imported (root logger
         # configuration); let it exist before we filter it, and only when training starts
@@ -147,7 +149,7 @@ class EpochProgress:
             self._epoch_entry(epoch)[f"valid_{self.metric}"] = _number(stats[key])
             if epoch not in self._done_epochs:
                 self._done_epochs.add(epoch)
-                if self._bar is not None:
+                if self._bar is not None and (not self.epochs or self._bar.n < self.epochs):
                     self._bar.update(1)
         if self._bar is not None:
             self._bar.set_postfix(self.postfix, refresh=True)
