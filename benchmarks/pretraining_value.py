@@ -72,9 +72,9 @@ def _key(path: Path) -> str:
     return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
-def _loadable(path: Path, tmp: Path) -> Path:
+def _loadable(path: Path, tmp: Path, state: dict | None = None) -> Path:
     """An exported model for ``path`` (raw training checkpoints are exported to ``tmp``, fp32)."""
-    state = safe_load(path)
+    state = safe_load(path) if state is None else state
     if METADATA_KEY in state:
         return path
     out = tmp / path.stem
@@ -142,7 +142,8 @@ def main(argv=None) -> int:
                 key = _key(path)
                 point = results["points"].get(key, {})
                 todo = [n for n in args.datasets if n not in point.get("scores", {})]
-                record = training_record(safe_load(path))
+                state = safe_load(path)
+                record = training_record(state)
                 objective = (record.get("objective") or {}).get("name", "unknown")
                 point.update(path=str(given), tokens_seen=float(tok or record.get("tokens_seen") or 0),
                              objective=objective,
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
                 results["points"][key] = point
                 if todo:
                     print(f"{given}: {point['tokens_seen']:.3g} tokens, {objective}", flush=True)
-                    loadable = _loadable(path, Path(tmp))
+                    loadable = _loadable(path, Path(tmp), state)
                     point["scores"].update(score_model(loadable, {n: datasets[n] for n in todo}, splits))
                     save()
             if first is not None:

@@ -81,6 +81,7 @@ spectral-norm head, an activation transformers lacks, a SentencePiece tokenizer)
 """
 from __future__ import annotations
 
+import importlib
 import contextlib
 import datetime as _dt
 import json
@@ -147,40 +148,28 @@ def _missing(name: str, purpose: str, error: ImportError) -> MissingExtraError:
     return MissingExtraError(name, EXTRA, EXTRA_PACKAGES, purpose, reason=str(error))
 
 
-def _transformers(purpose: str = "export to transformers (--format hf)"):
+def _optional(module: str, purpose: str):
+    """Import one package of the optional extra "export", or say in one line how to install it."""
     try:
-        # lazy: optional extra "export"; transformers takes seconds to import and most users never export
-        import transformers
+        return importlib.import_module(module)  # optional extra "export": imported only when exporting
     except ImportError as error:
-        raise _missing("transformers", purpose, error) from None
-    return transformers
+        raise _missing(module, purpose, error) from None
+
+
+def _transformers(purpose: str = "export to transformers (--format hf)"):
+    return _optional("transformers", purpose)
 
 
 def _tokenizers(purpose: str = "writing tokenizer.json"):
-    try:
-        # lazy: optional extra "export" (the Hugging Face tokenizers library)
-        import tokenizers
-    except ImportError as error:
-        raise _missing("tokenizers", purpose, error) from None
-    return tokenizers
+    return _optional("tokenizers", purpose)
 
 
 def _onnx(purpose: str = "export to ONNX (--format onnx)"):
-    try:
-        # lazy: optional extra "export" (the ONNX file format library)
-        import onnx
-    except ImportError as error:
-        raise _missing("onnx", purpose, error) from None
-    return onnx
+    return _optional("onnx", purpose)
 
 
 def _onnxruntime(purpose: str = "running an ONNX export"):
-    try:
-        # lazy: optional extra "export"; onnxruntime is a large native library only export needs
-        import onnxruntime
-    except ImportError as error:
-        raise _missing("onnxruntime", purpose, error) from None
-    return onnxruntime
+    return _optional("onnxruntime", purpose)
 
 
 # ------------------------------------------------------------------------------------ the source
