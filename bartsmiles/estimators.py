@@ -34,6 +34,9 @@ Parameters (stored as given, as scikit-learn requires; ``get_params``/``set_para
     size of the internal validation split when ``fit`` gets no ``valid=`` (default 0.1). The split
     is random, seeded with ``seed``; for classification it is stratified on the first task's
     labels so that the validation ROC-AUC is defined.
+``keep_smiles_as_written``
+    ``False`` (default): SMILES are rewritten to RDKit's canonical isomeric form before training and
+    prediction, so that how a SMILES was written cannot carry the label. ``True``: read as given.
 ``work_dir``
     folder for the runs (one ``fit-*`` subfolder per fit). ``None``: a temporary folder that is
     deleted when the estimator is garbage-collected -- use :meth:`save` to keep a model.
@@ -249,7 +252,7 @@ class _BartSmilesEstimator(BaseEstimator):
             epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr), dropout=float(self.dropout),
             seed=int(self.seed), pos_weight="none" if pos_weight is None else str(pos_weight),
             keep_last_epochs=-1 if self.average_last else 1, cpu=self.cpu, score_test=False,
-            progress=bool(self.progress),
+            progress=bool(self.progress), keep_smiles_as_written=bool(self.keep_smiles_as_written),
         )
 
     # -- fit ---------------------------------------------------------------------------------
@@ -412,7 +415,7 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
                  seed=1, pos_weight="none", average_last=0, grid=None, valid_fraction=0.1, work_dir=None,
-                 cpu=None, progress=True):
+                 cpu=None, progress=True, keep_smiles_as_written=False):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -427,6 +430,7 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
         self.work_dir = work_dir
         self.cpu = cpu
         self.progress = progress
+        self.keep_smiles_as_written = keep_smiles_as_written
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, one_d = self._labels_2d(y)
@@ -519,7 +523,8 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
     _task_type = "regression"
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
-                 seed=1, average_last=0, grid=None, valid_fraction=0.1, work_dir=None, cpu=None, progress=True):
+                 seed=1, average_last=0, grid=None, valid_fraction=0.1, work_dir=None, cpu=None, progress=True,
+                 keep_smiles_as_written=False):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -533,6 +538,7 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
         self.work_dir = work_dir
         self.cpu = cpu
         self.progress = progress
+        self.keep_smiles_as_written = keep_smiles_as_written
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, _ = self._labels_2d(y)

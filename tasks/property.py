@@ -54,6 +54,7 @@ from omegaconf import II
 if TYPE_CHECKING:  # pragma: no cover
     from bartsmiles.data.datasets import MolDataset
 import bartsmiles.pretrained
+from bartsmiles.core.chem import canonicalize
 from bartsmiles.core.metrics import default_metric
 from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.core.vocab import Vocabulary
@@ -68,6 +69,7 @@ logger = logging.getLogger(__name__)
 TASK_TYPE_CHOICES = ChoiceEnum(["classification", "regression"])
 OVERFLOW_CHOICES = ChoiceEnum(["truncate", "error"])
 SCALING_CHOICES = ChoiceEnum(["standardize", "none"])
+SMILES_FORM_CHOICES = ChoiceEnum(["canonical", "as_written"])
 STATE_KEY = "bartsmiles"
 
 
@@ -116,6 +118,12 @@ class SmilesPropertyConfig(FairseqDataclass):
         default=False,
         metadata={"help": "cut training batches from the molecules sorted by length (same number of molecules per "
                           "batch, little padding, about twice as fast) instead of batches of random lengths"},
+    )
+    smiles_form: SMILES_FORM_CHOICES = field(
+        default="canonical",
+        metadata={"help": "'canonical': rewrite every SMILES to RDKit's canonical isomeric form before tokenizing "
+                          "(training, validation and, through the checkpoint's record, prediction), so that how a "
+                          "SMILES was written cannot carry the label; 'as_written': read the SMILES as given"},
     )
     classification_head_name: str = field(
         default="smiles_property", metadata={"help": "name of the model's classification head"}
@@ -253,6 +261,7 @@ class SmilesPropertyTask(FairseqTask):
             "metric": metric,
             "smiles_column": cfg.smiles_column,
             "tokenizer": "regex",
+            "smiles_form": str(cfg.smiles_form),
             "max_positions": int(cfg.max_positions),
             "dictionary": list(dictionary.symbols),
             "classification_head_name": cfg.classification_head_name,
@@ -293,8 +302,25 @@ class SmilesPropertyTask(FairseqTask):
             with open(os.path.join(self.cfg.save_dir, "property_data.json"), "w") as fh:
                 json.dump(self._report, fh, indent=2, default=str)
 
+    @property
+    def smiles_form(self) -> str:
+        """How input SMILES are rewritten before tokenizing: ``canonical`` or ``as_written``.
+
+        Read from the checkpoint's record; a checkpoint written before the record existed was
+        trained on SMILES as written.
+        """
+        return str(self.meta.get("smiles_form", "as_written"))
+
+    def model_smiles(self, smiles: List[str]) -> List[str]:
+        """``smiles`` in the form the model reads (:attr:`smiles_form`); each must parse."""
+        if self.smiles_form != "canonical":
+            return list(smiles)
+        return [canonicalize(s) for s in smiles]
+
     def encode(self, smiles: List[str], rows=None, on_overflow: Optional[str] = None):
-        return encode_smiles(smiles, self.vocab, self.cfg.max_positions, on_overflow or str(self.cfg.on_overflow), rows)
+        """Token ids of ``smiles`` after :meth:`model_smiles`: (ids, n_truncated, n_unk)."""
+        return encode_smiles(self.model_smiles(smiles), self.vocab, self.cfg.max_positions,
+                             on_overflow or str(self.cfg.on_overflow), rows)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         if split not in self._splits:

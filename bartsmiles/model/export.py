@@ -181,7 +181,8 @@ class ExportSource:
     ``symbols`` lists the vocabulary by **token id**, one per embedding row (``<mask>`` included
     where the model embeds it); ``task`` (property models only) holds ``task_names``,
     ``task_type``, ``target_mean``, ``target_std`` (``None`` without scaling) and
-    ``classification_head_name``; ``metadata`` is the checkpoint's "bartsmiles" entry (``{}`` if none).
+    ``classification_head_name``, ``metric`` and ``smiles_form`` (``canonical``: the model reads RDKit's
+    canonical isomeric SMILES, which a caller of the exported model must write itself); ``metadata`` is the checkpoint's "bartsmiles" entry (``{}`` if none).
     """
 
     path: Path
@@ -253,7 +254,8 @@ def load_source(model: str | os.PathLike | None = None) -> ExportSource:
         positions = min(int(meta.get("max_positions") or 10**9), int(fairseq_model.encoder.max_positions()))
         task = {"task_names": list(meta["task_names"]), "task_type": str(meta["task_type"]),
                 "target_mean": _float_list(meta.get("target_mean")), "target_std": _float_list(meta.get("target_std")),
-                "classification_head_name": str(meta["classification_head_name"]), "metric": meta.get("metric")}
+                "classification_head_name": str(meta["classification_head_name"]), "metric": meta.get("metric"),
+                "smiles_form": predictor.task.smiles_form}
         kind = "property"
     else:
         loaded = load_pretrained(path)
@@ -358,8 +360,12 @@ def _task_description(source: ExportSource) -> dict[str, Any] | None:
         scaling = {"kind": "standardize", "mean": task["target_mean"], "std": task["target_std"]}
     rule = ("sigmoid(logits)" if task["task_type"] == "classification"
             else "logits * std + mean" if scaling else "logits")
+    form = task.get("smiles_form", "as_written")
     return {"task_names": task["task_names"], "task_type": task["task_type"], "target_scaling": scaling,
-            "predictions": rule, "metric": task.get("metric")}
+            "predictions": rule, "metric": task.get("metric"), "smiles_form": form,
+            "input": ("rewrite each SMILES to RDKit's canonical isomeric form (Chem.MolToSmiles(Chem.MolFromSmiles(s))) "
+                      "before tokenizing, as the model was trained" if form == "canonical"
+                      else "tokenize each SMILES as written")}
 
 
 def _description(source: ExportSource, fmt: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def row_errors(predictor, smiles: Sequence[Any], on_overflow: str = "error") -> 
         if tokenizer is None:
             tokenizer = SmilesTokenizer()
         try:
-            tokens = tokenizer.tokenize(text)
+            tokens = tokenizer.tokenize(task.model_smiles([text])[0])
         except TokenizationError as exc:
             errors.append(f"cannot tokenize: {exc}")
             continue

@@ -41,6 +41,7 @@ from typing import Optional, Sequence
 import pandas as pd
 from fairseq import checkpoint_utils
 
+from bartsmiles.core.chem import canonicalize
 from bartsmiles.core.metrics import default_metric, score
 from bartsmiles.core.splits import SPLIT_KINDS, make_split
 from bartsmiles.core.tokenizer import SmilesTokenizer
@@ -102,6 +103,10 @@ class FinetuneConfig(TrainingConfig):
         "cut training batches of BATCH_SIZE molecules from the molecules sorted by length: little padding, about "
         "twice as fast; batches of similar length are batches of similar size, which cost accuracy on ESOL "
         "(README, Speed)", default=False)
+    keep_smiles_as_written: bool = _help(
+        "read the SMILES as written instead of rewriting them to RDKit's canonical isomeric form first (the default, "
+        "recorded in the checkpoint so that predict does the same): spelling can carry the label (bartsmiles audit)",
+        default=False)
     attention_dropout: float = _help("attention dropout", default=0.1)
     pooler_dropout: float = _help("dropout inside the classification head", default=0.0)
     pos_weight: str = _help("classification: 'auto' (n_neg/n_pos per task), a number, or 'none'", default="none")
@@ -199,6 +204,7 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
     args += [
         "--max-positions", str(cfg.max_positions),
         "--on-overflow", cfg.on_overflow,
+        "--smiles-form", "as_written" if cfg.keep_smiles_as_written else "canonical",
         "--pos-weight", str(cfg.pos_weight),
         "--regression-target-scaling", cfg.regression_scaling,
         "--metric", metric,
@@ -388,6 +394,8 @@ def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -
 def _positions(cfg: FinetuneConfig, smiles: Sequence[str]) -> list[int]:
     """Positions each training molecule takes (``<s>``, tokens, ``</s>``; truncated as the task does)."""
     tokenizer = SmilesTokenizer()
+    if not cfg.keep_smiles_as_written:
+        smiles = [canonicalize(s) for s in smiles]
     return [min(len(tokenizer.tokenize(s)) + 2, cfg.max_positions) for s in smiles]
 
 
