@@ -1,9 +1,12 @@
 """Attribution for BARTSmiles: which atoms and substructures drive a prediction.
 
 >>> from bartsmiles.attribution import Attributor
->>> attributor = Attributor("runs/finetune/checkpoint_best.pt")          # method="ig", the default
->>> [a] = attributor.attribute("O=[N+]([O-])c1ccccc1", target=0, n_steps=50)
->>> a.atom_scores, a.delta                   # per RDKit atom; Captum's convergence delta
+>>> attributor = Attributor("runs/finetune/checkpoint_best.pt")  # DEFAULT_METHOD: "gradient_x_input"
+>>> [a] = attributor.attribute("O=[N+]([O-])c1ccccc1", target=0)
+>>> a.atom_scores                            # per RDKit atom
+>>> ig = Attributor("runs/finetune/checkpoint_best.pt", method="ig")
+>>> [b] = ig.attribute("O=[N+]([O-])c1ccccc1", n_steps=50)
+>>> b.delta                                  # Captum's convergence delta
 >>> a.substructures()                        # functional groups, BRICS, scaffold, ranked
 >>> occlusion = Attributor("runs/finetune/checkpoint_best.pt", method="mask_occlusion")
 >>> [o] = occlusion.attribute("O=[N+]([O-])c1ccccc1")  # also "gradient_x_input", "shapley"
@@ -19,13 +22,16 @@
 * :mod:`.substructures` -- atom scores -> functional groups (shipped SMARTS library), BRICS
   fragments, Murcko scaffold / side chains, user SMARTS.
 * :mod:`.draw` -- atom-coloured PNG/SVG with a colour bar, grids, an HTML report (headless).
+* :mod:`.groundtruth` -- SMARTS-rule labels with ground-truth atoms (single, AND, OR, count) and
+  the per-molecule atom ROC-AUC and top-k hit rate; :mod:`.fingerprint_map` -- the ECFP similarity
+  map of a fingerprint model, batched (the reference the benchmark compares against).
 * :mod:`.cli` -- the ``bartsmiles-attribute`` command.
 
 Its errors (``AttributionError``, ``TargetError``, ``ConvergenceError``, ``ConvergenceWarning``,
 and the ``InvalidSmilesError`` / ``SmilesTooLongError`` every part of bartsmiles raises) are in
 :mod:`bartsmiles.errors`.
 """
-from .attributor import METHODS, Attributor, NeuronAttributor
+from .attributor import DEFAULT_METHOD, METHODS, Attributor, NeuronAttributor
 from .inputs import BASELINES
 from .mapping import AtomMapping, map_token_scores, token_atom_matrix
 from .occlusion import occlusion_groups
@@ -33,7 +39,7 @@ from .result import Attribution, MethodScores
 from .substructures import FunctionalGroup, brics_fragments, functional_groups, scaffold_parts, substructure_table
 
 __all__ = [
-    "Attributor", "NeuronAttributor", "METHODS", "Attribution", "MethodScores", "BASELINES",
+    "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHOD", "Attribution", "MethodScores", "BASELINES",
     "AtomMapping", "map_token_scores", "token_atom_matrix", "occlusion_groups", "FunctionalGroup",
     "functional_groups", "substructure_table", "brics_fragments", "scaffold_parts",
 ]

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .inputs import Molecule, ScoreModel, TokenBatch, baseline_ids, make_batch, replaced_positions, sort_by_length
+from .inputs import Molecule, ScoreModel, TokenBatch, baseline_ids, length_batches, make_batch, replaced_positions
 from .result import MethodScores
 
 __all__ = ["gradient_x_input"]
@@ -35,8 +35,8 @@ def _position_scores(model: ScoreModel, chunk: Sequence[Molecule], baseline_id: 
     batch = make_batch([m.ids for m in chunk], model.pad, model.device)
     args = (batch.src, batch.lengths, batch.prev)
     with torch.no_grad():
-        x = model.embed(batch.src).detach()
-        b = _baseline(model, batch, x, baseline_id, replace_specials).detach()
+        x = model.embed(batch.src)
+        b = _baseline(model, batch, x, baseline_id, replace_specials)
         fb = model.score(b, *args)
     emb = x.clone().requires_grad_(True)
     with torch.enable_grad():
@@ -52,14 +52,11 @@ def gradient_x_input(model: ScoreModel, molecules: Sequence[Molecule], *, baseli
 
     ``baseline_id``: the baseline token, or ``None`` for a zero baseline (plain gradient x input).
 
-    Molecules are sorted by length and ``batch_size`` of them (one sequence each) go through
-    each forward/backward pass.
+    Molecules are sorted by length and at most ``batch_size`` of them (one sequence each, and at
+    most :data:`~.inputs.TOKEN_BUDGET` padded tokens) go through each forward/backward pass.
     """
-    order = sort_by_length(molecules)
-    step = max(1, int(batch_size))
     found: dict[int, MethodScores] = {}
-    for start in range(0, len(order), step):
-        idx = order[start:start + step]
+    for idx in length_batches([len(m.ids) for m in molecules], batch_size):
         chunk = [molecules[i] for i in idx]
         scores, fx, fb = _position_scores(model, chunk, baseline_id, replace_specials)
         scores, fx, fb = (t.double().cpu().numpy() for t in (scores, fx, fb))

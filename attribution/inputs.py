@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.chem import model_spelling, parse_smiles
 from bartsmiles.core.tokenizer import SmilesTokenizer, TokenAlignment
 from bartsmiles.errors import AttributionError, CheckpointError, InvalidSmilesError, SmilesTooLongError
 from bartsmiles.model.predictor import PropertyPredictor
@@ -29,10 +29,15 @@ from bartsmiles.model.resolve import resolve_checkpoint
 
 __all__ = ["BASELINES", "LoadedModel", "Molecule", "ScoreModel", "TokenBatch", "load_model", "prepare_molecules",
            "baseline_token_id", "pad_sequences", "make_batch", "replaced_positions", "baseline_ids",
-           "sort_by_length"]
+           "sort_by_length", "TOKEN_BUDGET", "length_batches"]
 
 #: the tokens a baseline (or an occlusion) may put in place of a molecule's tokens
 BASELINES = ("pad", "mask", "eos")
+
+#: the most padded token positions (rows x longest row) one forward pass of gradient x input, mask
+#: occlusion or :meth:`~bartsmiles.attribution.attributor.Attributor.predict_outputs` handles,
+#: whatever ``batch_size`` allows: memory stays bounded for long molecules and large batches
+TOKEN_BUDGET = 8192
 
 #: ``score(emb (B, L, d), src (B, L), lengths (B,), prev (B, L)) -> (B,)``
 ScoreFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,13 +45,18 @@ ScoreFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 
 @dataclass
 class LoadedModel:
-    """A model ready for attribution: the fairseq model (eval mode), its vocabulary and tokenizer."""
+    """A model ready for attribution: the fairseq model (eval mode), its vocabulary and tokenizer.
+
+    ``canonical``: the model reads RDKit's canonical SMILES (a property checkpoint recording
+    ``smiles_form="canonical"``), so every input is rewritten to it before it is attributed.
+    """
 
     model: Any
     vocab: Any
     tokenizer: Any
     meta: dict
     max_positions: int
+    canonical: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,11 +131,13 @@ def load_model(model_or_checkpoint, *, need_head: bool) -> LoadedModel:
                         f"a fitted BartSmilesClassifier/Regressor or (NeuronAttributor) a PretrainedModel")
     limit = min(limit, int(model.encoder.max_positions()))
     model.eval()
-    return LoadedModel(model=model, vocab=vocab, tokenizer=tokenizer, meta=meta, max_positions=limit)
+    return LoadedModel(model=model, vocab=vocab, tokenizer=tokenizer, meta=meta, max_positions=limit,
+                       canonical=meta.get("smiles_form") == "canonical")
 
 
-def _check_one(index: int, smiles: Any, tokenizer, vocab, max_positions: int) -> Molecule:
-    """One SMILES checked and encoded; errors name ``index`` (input index)."""
+def _check_one(index: int, smiles: Any, tokenizer, vocab, max_positions: int, canonical: bool = False) -> Molecule:
+    """One SMILES checked and encoded (rewritten to canonical form first when ``canonical``); errors
+    name ``index`` (input index)."""
     if not isinstance(smiles, str) or not smiles.strip():
         raise InvalidSmilesError(smiles, index=index, reason="empty or not a string",
                                  message=f"SMILES at index {index} is empty or not a string: {smiles!r}")
@@ -135,6 +147,9 @@ def _check_one(index: int, smiles: Any, tokenizer, vocab, max_positions: int) ->
                                  message=f"SMILES at index {index} is a reaction ({s!r}): attribute one molecule")
     try:
         mol = parse_smiles(s)
+        if canonical:
+            s = model_spelling(s, mol)
+            mol = parse_smiles(s)
         alignment = tokenizer.align(s)
     except ValueError as exc:  # InvalidSmilesError and TokenizationError are ValueErrors
         raise InvalidSmilesError(s, index=index, reason=str(exc),
@@ -147,15 +162,19 @@ def _check_one(index: int, smiles: Any, tokenizer, vocab, max_positions: int) ->
     return Molecule(smiles=s, alignment=alignment, ids=ids, n_atoms=mol.GetNumAtoms())
 
 
-def prepare_molecules(smiles, tokenizer, vocab, max_positions: int) -> list[Molecule]:
+def prepare_molecules(smiles, tokenizer, vocab, max_positions: int, canonical: bool = False) -> list[Molecule]:
     """Check and encode ``smiles`` (a string is one SMILES), in input order.
+
+    ``canonical``: rewrite each to RDKit's canonical SMILES first, the form a checkpoint trained with
+    ``smiles_form="canonical"`` reads (:class:`Molecule`'s ``smiles`` is then the canonical one, and
+    atom indices are RDKit's numbering of it).
 
     Raises :class:`InvalidSmilesError` / :class:`SmilesTooLongError` naming the input index, or
     :class:`AttributionError` for an empty list.
     """
     if isinstance(smiles, str):
         smiles = [smiles]
-    out = [_check_one(i, s, tokenizer, vocab, max_positions) for i, s in enumerate(smiles)]
+    out = [_check_one(i, s, tokenizer, vocab, max_positions, canonical) for i, s in enumerate(smiles)]
     if not out:
         raise AttributionError("no SMILES given")
     return out
@@ -221,3 +240,21 @@ def baseline_ids(batch: TokenBatch, baseline_id: int, replace_specials: bool) ->
 def sort_by_length(molecules: Sequence[Molecule]) -> list[int]:
     """Input indices of ``molecules``, shortest first (less padding when batched)."""
     return sorted(range(len(molecules)), key=lambda i: len(molecules[i].ids))
+
+
+def length_batches(lengths: Sequence[int], max_rows: int, token_budget: int = TOKEN_BUDGET) -> list[list[int]]:
+    """Indices of ``lengths`` sorted shortest first, cut into consecutive batches of at most
+    ``max_rows`` rows whose ``rows x longest length`` stays within ``token_budget`` (a row longer
+    than the budget gets a batch of its own).  Similar lengths batch together: little padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    rows = max(1, int(max_rows))
+    for i in order:  # ascending, so lengths[i] is the longest of current + [i]
+        if current and (len(current) + 1 > rows or (len(current) + 1) * lengths[i] > token_budget):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

@@ -18,7 +18,7 @@ atom token carries its atom's score and every other token zero.
 
 All occluded copies of all molecules (plus each original and its fully masked baseline) are
 sorted by length and run, without gradients, in forward passes of at most ``batch_size``
-sequences.
+sequences and at most :data:`~bartsmiles.attribution.inputs.TOKEN_BUDGET` padded tokens.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .inputs import Molecule, ScoreModel, make_batch, pad_sequences
+from .inputs import Molecule, ScoreModel, length_batches, make_batch, pad_sequences
 from .mapping import token_atom_matrix
 from .result import MethodScores
 
@@ -84,13 +84,14 @@ def _occluded_ids(mol: Molecule, masked: Sequence[int], mask_id: int) -> tuple[i
 
 def _run_copies(model: ScoreModel, molecules: Sequence[Molecule], copies: Sequence[_Copy], *, mask_id: int,
                 occlude_decoder: bool, batch_size: int) -> np.ndarray:
-    """``F`` of every copy (same order as ``copies``), in no-grad passes of ``batch_size`` sequences."""
-    order = sorted(range(len(copies)), key=lambda i: len(molecules[copies[i].molecule].ids))
+    """``F`` of every copy (same order as ``copies``), in no-grad passes of at most ``batch_size``
+    sequences and :data:`~.inputs.TOKEN_BUDGET` padded tokens.
+
+    ``no_grad``, not ``inference_mode``: fairseq's decoder caches its causal mask across calls, and a
+    mask made in inference mode breaks a later gradient method in the same process."""
     values = np.zeros(len(copies), dtype=np.float64)
-    step = max(1, int(batch_size))
-    with torch.inference_mode():
-        for start in range(0, len(order), step):
-            idx = order[start:start + step]
+    with torch.no_grad():
+        for idx in length_batches([len(molecules[c.molecule].ids) for c in copies], batch_size):
             real = [molecules[copies[i].molecule].ids for i in idx]
             occluded = [_occluded_ids(molecules[copies[i].molecule], copies[i].masked, mask_id) for i in idx]
             batch = make_batch(real, model.pad, model.device, decoder_sequences=occluded if occlude_decoder else None)

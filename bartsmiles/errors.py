@@ -29,9 +29,10 @@ __all__ = [
     "InvalidSmilesError", "SmilesTooLongError", "TokenizationError", "SequenceTooLongError",
     "DataError", "MissingColumnError", "SplitFileError", "ChecksumError", "DownloadError",
     "PropertyDataError", "Seq2SeqDataError",
-    "CheckpointError", "UnsafeCheckpointError", "ExportError", "MissingExtraError",
+    "CheckpointError", "UnsafeCheckpointError", "ExportError", "MissingExtraError", "CalibrationError",
     "TrainingSetupError", "FinetuneError", "Seq2SeqError",
     "AttributionError", "TargetError", "ConvergenceError", "ConvergenceWarning",
+    "ServeError",
     "USER_ERRORS", "run_handler",
 ]
 
@@ -198,6 +199,12 @@ class MissingExtraError(BartSmilesError, ModuleNotFoundError):
         return (_rebuild, (type(self), self.__dict__.copy(), str(self)))
 
 
+class CalibrationError(BartSmilesError, ValueError):
+    """Conformal calibration that cannot give what was asked: a model saved without it, a
+    calibration file that cannot be read, an ``alpha`` outside (0, 1), or too few calibration
+    points for that ``alpha`` (the message says how many it needs)."""
+
+
 # --------------------------------------------------------------------------------------- training
 
 
@@ -230,6 +237,14 @@ class ConvergenceError(BartSmilesError, RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """The convergence delta of integrated gradients is above the tolerance."""
+
+
+# ---------------------------------------------------------------------------------- serving
+
+
+class ServeError(BartSmilesError, ValueError):
+    """A request to ``bartsmiles serve`` that it refuses (too many molecules in one request), or a
+    setting of it out of range (the message names the option and the limit)."""
 
 
 # ------------------------------------------------------------------------------ command lines

@@ -44,6 +44,19 @@ Parameters (stored as given, as scikit-learn requires; ``get_params``/``set_para
     ``True``/``False`` to force; ``None``: CPU exactly when no GPU is visible.
 ``progress``
     ``False`` silences fairseq's training log.
+``n_models``
+    ``k > 1``: a deep ensemble of ``k`` fine-tunes with seeds ``seed .. seed + k - 1`` on the same
+    validation split (a ``grid`` is searched for the first member; the others use its best
+    settings). ``predict``/``predict_proba`` average the members; ``return_std=True`` also gives
+    their standard deviation. ``k`` times the training time and ``k`` times the prediction time.
+
+Calibrated uncertainty (split-conformal, :mod:`bartsmiles.model.uncertainty`): after training,
+``fit`` scores the model (the ensemble mean) on the validation molecules and keeps the scores
+(``calibration_``). :meth:`BartSmilesRegressor.predict_interval` (``alpha=0.1``: 90 %) returns
+``(lower, upper)`` and :meth:`BartSmilesClassifier.predict_set` the plausible labels. The
+coverage holds for molecules exchangeable with the validation ones -- with the internal random
+split, new molecules from the training distribution; not guaranteed for new scaffolds (README,
+Uncertainty). A validation split of ``n`` molecules supports ``alpha >= 1 / (n + 1)``.
 
 Inputs: ``smiles`` may be a list, a NumPy array, a pandas Series, or a DataFrame with one column
 (or a column named ``smiles``); ``y`` a list/array/Series (one task) or a 2-D array/DataFrame
@@ -57,10 +70,12 @@ array of positive-class probabilities. ``predict`` returns ``(n,)`` for one task
 ``(n, n_tasks)`` otherwise. :meth:`predict_frame` returns a DataFrame with one column per task
 and an ``error`` column. ``score`` is the masked mean ROC-AUC over tasks (classifier; the
 field's metric rather than accuracy) and the mean R² over tasks (regressor, scikit-learn's
-convention; RMSE is in ``valid_score_`` when the metric is rmse).
+convention; RMSE is in ``valid_score_`` when the metric is rmse). ``save`` keeps every member and
+the calibration.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -82,12 +97,13 @@ from bartsmiles.core.chem import parse_smiles
 from bartsmiles.core.files import cell_text
 from bartsmiles.core.metrics import roc_auc
 from bartsmiles.core.splits import Split
-from bartsmiles.errors import InvalidSmilesError
+from bartsmiles.errors import CalibrationError, InvalidSmilesError
 from bartsmiles.model.averaging import average_last_epochs
 from bartsmiles.model.checkpoint import export_model, safe_load
 from bartsmiles.model.prediction import predict_rows
 from bartsmiles.model.predictor import PropertyPredictor
 from bartsmiles.model.resolve import resolve_checkpoint, shipped_model_dir
+from bartsmiles.model.uncertainty import Calibration, save_calibration
 from bartsmiles.training.finetuning import FinetuneConfig, finetune
 from bartsmiles.training.grid import grid_search
 
@@ -96,6 +112,7 @@ __all__ = ["BartSmilesClassifier", "BartSmilesRegressor", "ESTIMATOR_FILE"]
 logger = logging.getLogger(__name__)
 
 ESTIMATOR_FILE = "estimator.json"
+MEMBER_FOLDER = "member{}"  # members 1..k-1 of a saved ensemble; member 0 is the folder's model.pt
 _GRID_KEYS = ("lr", "dropout")
 
 
@@ -259,6 +276,7 @@ class _BartSmilesEstimator(BaseEstimator):
     def fit(self, smiles: Any, y: Any, valid: Optional[tuple[Any, Any]] = None):
         """Fine-tune on ``smiles``/``y``; ``valid=(smiles_v, y_v)`` replaces the internal split."""
 
+        n_members = self._n_members()
         X = _smiles_list(smiles)
         Y = self._encode_labels(y)
         if len(X) != len(Y):
@@ -310,35 +328,91 @@ class _BartSmilesEstimator(BaseEstimator):
                 save_dir, checkpoint, self.metric_, self.valid_score_ = (
                     best_cfg.save_dir, row["best_checkpoint"], row["metric"], row["valid"])
             else:
+                best_cfg = cfg
                 result = finetune(cfg)
                 save_dir, checkpoint, self.metric_, self.valid_score_ = (
                     result.save_dir, result.best_checkpoint, result.metric, result.best_valid_metric)
             if self.average_last:
                 checkpoint = str(average_last_epochs(save_dir, int(self.average_last), around="best"))
-        self.checkpoint_ = str(checkpoint)
+            checkpoints, self.valid_scores_ = [str(checkpoint)], [self.valid_score_]
+            for i in range(1, n_members):  # the other members: same split and settings, seed + i
+                member = finetune(dataclasses.replace(best_cfg, seed=int(self.seed) + i,
+                                                      save_dir=str(run_dir / f"run{i}")))
+                checkpoint = member.best_checkpoint
+                if self.average_last:
+                    checkpoint = average_last_epochs(member.save_dir, int(self.average_last), around="best")
+                checkpoints.append(str(checkpoint))
+                self.valid_scores_.append(member.best_valid_metric)
+        self.checkpoints_ = checkpoints
+        self.checkpoint_ = checkpoints[0]
         self.run_dir_ = str(run_dir)
         self.task_names_ = names
         self.n_tasks_ = len(names)
-        self._predictor = None
+        self._predictors = None
+        self._calibrate([all_smiles[i] for i in valid_idx], all_y[valid_idx])
         return self
 
+    def _n_members(self) -> int:
+        k = self.n_models
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_models must be an integer >= 1, got {k!r}")
+        return int(k)
+
+    def _calibrate(self, smiles: list, labels: np.ndarray) -> None:
+        """Split-conformal calibration on the validation molecules: of the ensemble mean
+        (``calibration_``, used by predict_interval/predict_set) and of each member alone
+        (``member_calibrations_``, stored beside each member's model.pt by :meth:`save`)."""
+        members, _ = self._member_predict(smiles, warn=False)
+        self.member_calibrations_ = [Calibration.from_predictions(m, labels, self._task_type, self.task_names_,
+                                                                  source="validation split of fit")
+                                     for m in members]
+        self.calibration_ = Calibration.from_predictions(members.mean(axis=0), labels, self._task_type,
+                                                         self.task_names_,
+                                                         source=f"validation split of fit, mean of {len(members)} member(s)")
+
     # -- predict -----------------------------------------------------------------------------
-    def _get_predictor(self):
+    def _member_checkpoints(self) -> list[str]:
         check_is_fitted(self, "checkpoint_")
-        if getattr(self, "_predictor", None) is None:
-            self._predictor = PropertyPredictor(self.checkpoint_)
-        return self._predictor
+        return list(getattr(self, "checkpoints_", None) or [self.checkpoint_])
 
-    def _raw_predict(self, smiles: Any) -> tuple[np.ndarray, list[str]]:
-        """(n, n_tasks) probabilities / values, NaN for invalid rows; and the per-row errors."""
+    def _get_predictors(self) -> list:
+        if getattr(self, "_predictors", None) is None:
+            self._predictors = [PropertyPredictor(c) for c in self._member_checkpoints()]
+        return self._predictors
 
+    def _get_predictor(self):
+        """The first member's predictor (what attribution explains)."""
+        return self._get_predictors()[0]
+
+    def _member_predict(self, smiles: Any, warn: bool = True) -> tuple[np.ndarray, list[str]]:
+        """(k, n, n_tasks): each member's probabilities / values, NaN for invalid rows; the per-row errors."""
         X = _smiles_list(smiles)
-        preds, errors, _ = predict_rows(self._get_predictor(), X, on_overflow="truncate")
+        members, errors = [], []
+        for predictor in self._get_predictors():
+            preds, errors, _ = predict_rows(predictor, X, on_overflow="truncate")
+            members.append(preds)
         bad = [i for i, e in enumerate(errors) if e]
-        if bad:
+        if bad and warn:
             warnings.warn(f"{len(bad)} SMILES cannot be predicted (NaN): rows {bad[:50]}"
-                          f"{' ...' if len(bad) > 50 else ''}", UserWarning, stacklevel=3)
-        return preds, errors
+                          f"{' ...' if len(bad) > 50 else ''}", UserWarning, stacklevel=4)
+        return np.stack(members), errors
+
+    def _raw_predict(self, smiles: Any, return_std: bool = False):
+        """(n, n_tasks) probabilities / values (the members' mean), NaN for invalid rows; the per-row
+        errors; with ``return_std`` also the members' standard deviation (n, n_tasks)."""
+        members, errors = self._member_predict(smiles)
+        mean = members.mean(axis=0)
+        if return_std:
+            return mean, errors, members.std(axis=0)
+        return mean, errors
+
+    def _calibration(self) -> Calibration:
+        check_is_fitted(self, "checkpoint_")
+        calibration = getattr(self, "calibration_", None)
+        if calibration is None:
+            raise CalibrationError("this model has no conformal calibration (it was saved by a version without "
+                                   "it): fit it again")
+        return calibration
 
     def predict_frame(self, df: pd.DataFrame | Sequence[str], smiles_column: str = "smiles") -> pd.DataFrame:
         """A DataFrame with ``df``'s index, one column per task (probability of the positive class,
@@ -358,22 +432,34 @@ class _BartSmilesEstimator(BaseEstimator):
 
     # -- persistence -------------------------------------------------------------------------
     def _fitted_state(self) -> dict:
+        calibration = getattr(self, "calibration_", None)
         return {"task_names_": self.task_names_, "n_tasks_": self.n_tasks_, "metric_": self.metric_,
                 "valid_score_": self.valid_score_, "best_params_": self.best_params_,
                 "grid_results_": self.grid_results_,
+                "valid_scores_": list(getattr(self, "valid_scores_", [self.valid_score_])),
+                "n_members_": len(self._member_checkpoints()),
+                "calibration_": None if calibration is None else calibration.to_json(),
                 "invalid_rows_": [list(r) for r in getattr(self, "invalid_rows_", [])]}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the fine-tuned model (``PATH/model.pt`` + ``dict.txt``) and ``PATH/estimator.json``."""
+        """Write the fine-tuned model (``PATH/model.pt`` + ``dict.txt``) and ``PATH/estimator.json``.
 
-        check_is_fitted(self, "checkpoint_")
+        An ensemble keeps member 0 there and member ``i`` in ``PATH/member<i>/``; beside each
+        ``model.pt`` a ``conformal.json`` holds that member's own calibration (what ``bartsmiles
+        predict --interval`` uses), and ``estimator.json`` the ensemble mean's."""
+
         folder = Path(path)
-        meta = safe_load(self.checkpoint_).get("task_state", {}).get("bartsmiles", {})
-        scaling = ({"mean": meta["target_mean"], "std": meta["target_std"]}
-                   if meta.get("target_mean") is not None else None)
-        export_model(self.checkpoint_, folder, fp16=False,
-                     extra_metadata={"label_names": list(self.task_names_), "task_type": self._task_type,
-                                     "target_scaling": scaling})
+        member_calibrations = getattr(self, "member_calibrations_", None)
+        for i, checkpoint in enumerate(self._member_checkpoints()):
+            target = folder if i == 0 else folder / MEMBER_FOLDER.format(i)
+            meta = safe_load(checkpoint).get("task_state", {}).get("bartsmiles", {})
+            scaling = ({"mean": meta["target_mean"], "std": meta["target_std"]}
+                       if meta.get("target_mean") is not None else None)
+            exported = export_model(checkpoint, target, fp16=False,
+                                    extra_metadata={"label_names": list(self.task_names_), "task_type": self._task_type,
+                                                    "target_scaling": scaling})
+            if member_calibrations:
+                save_calibration(member_calibrations[i], Path(exported))
         record = {"class": type(self).__name__, "params": self.get_params(deep=False),
                   "fitted": self._fitted_state()}
         (folder / ESTIMATOR_FILE).write_text(json.dumps(record, indent=2, default=str))
@@ -393,9 +479,17 @@ class _BartSmilesEstimator(BaseEstimator):
             setattr(est, key, value)
         est.invalid_rows_ = [tuple(r) for r in fitted.get("invalid_rows_", [])]
         est._restore_fitted(fitted)
-        est.checkpoint_ = str(folder / "model.pt")
+        n_members = int(fitted.get("n_members_", 1))
+        est.checkpoints_ = [str(folder / "model.pt")] + [str(folder / MEMBER_FOLDER.format(i) / "model.pt")
+                                                          for i in range(1, n_members)]
+        missing = [c for c in est.checkpoints_ if not Path(c).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: the saved model lacks {missing[0]}")
+        est.checkpoint_ = est.checkpoints_[0]
+        est.calibration_ = Calibration.from_json(fitted["calibration_"]) if fitted.get("calibration_") else None
+        est.member_calibrations_ = None
         est.run_dir_ = None
-        est._predictor = None
+        est._predictors = None
         return est
 
     def _restore_fitted(self, fitted: dict) -> None:
@@ -403,7 +497,7 @@ class _BartSmilesEstimator(BaseEstimator):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_predictor"] = None  # reloaded from checkpoint_ on demand
+        state["_predictors"] = None  # reloaded from checkpoints_ on demand
         return state
 
 
@@ -415,7 +509,7 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
                  seed=1, pos_weight="none", average_last=0, grid=None, valid_fraction=0.1, work_dir=None,
-                 cpu=None, progress=True, keep_smiles_as_written=False):
+                 cpu=None, progress=True, keep_smiles_as_written=False, n_models=1):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -431,6 +525,7 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
         self.cpu = cpu
         self.progress = progress
         self.keep_smiles_as_written = keep_smiles_as_written
+        self.n_models = n_models
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, one_d = self._labels_2d(y)
@@ -476,17 +571,27 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
     def _fitted_state(self) -> dict:
         return {**super()._fitted_state(), "classes_": np.asarray(self.classes_).tolist()}
 
-    def predict_proba(self, smiles: Any) -> np.ndarray:
-        """Single task: ``(n, 2)`` = [P(classes_[0]), P(classes_[1])]; several: ``(n, n_tasks)`` P(1). NaN rows for invalid SMILES."""
-        preds, _ = self._raw_predict(smiles)
-        if self.n_tasks_ == 1:
-            return np.column_stack([1.0 - preds[:, 0], preds[:, 0]])
-        return preds
+    def predict_proba(self, smiles: Any, return_std: bool = False):
+        """Single task: ``(n, 2)`` = [P(classes_[0]), P(classes_[1])]; several: ``(n, n_tasks)`` P(1). NaN rows for invalid SMILES.
 
-    def predict(self, smiles: Any) -> np.ndarray:
-        """Class labels (threshold 0.5). Single task: ``(n,)`` of ``classes_`` values (NaN, or None
-        for non-numeric classes, where the SMILES is invalid); several tasks: ``(n, n_tasks)`` of 0/1/NaN."""
-        proba = self.predict_proba(smiles)
+        With ``n_models > 1`` the members' mean; ``return_std=True`` also returns the members'
+        standard deviation of P(classes_[1]) (``(n,)`` for one task, else ``(n, n_tasks)``; 0 for one member).
+        """
+        preds, _, std = self._raw_predict(smiles, return_std=True)
+        proba = np.column_stack([1.0 - preds[:, 0], preds[:, 0]]) if self.n_tasks_ == 1 else preds
+        if return_std:
+            return proba, (std[:, 0] if self.n_tasks_ == 1 else std)
+        return proba
+
+    def predict(self, smiles: Any, return_std: bool = False):
+        """Class labels (threshold 0.5 on the members' mean). Single task: ``(n,)`` of ``classes_`` values
+        (NaN, or None for non-numeric classes, where the SMILES is invalid); several tasks: ``(n, n_tasks)``
+        of 0/1/NaN.  ``return_std=True``: also the members' standard deviation, as in :meth:`predict_proba`."""
+        proba, std = self.predict_proba(smiles, return_std=True)
+        labels = self._labels_of(proba)
+        return (labels, std) if return_std else labels
+
+    def _labels_of(self, proba: np.ndarray) -> np.ndarray:
         if self.n_tasks_ > 1:
             return np.where(np.isnan(proba), np.nan, (proba >= 0.5).astype(np.float64))
         p = proba[:, 1]
@@ -501,6 +606,19 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
             out = picked.astype(object)
             out[invalid] = None
         return out
+
+    def predict_set(self, smiles: Any, alpha: float = 0.1) -> np.ndarray:
+        """Split-conformal prediction sets at level ``1 - alpha``, calibrated on the validation split.
+
+        Single task: boolean ``(n, 2)``, column ``c`` true when ``classes_[c]`` is plausible; several
+        tasks: ``(n, n_tasks, 2)`` for labels 0 and 1.  A set holds the true label with probability at
+        least ``1 - alpha`` for molecules exchangeable with the validation ones (README, Uncertainty).
+        Invalid SMILES get an empty set.
+        """
+        calibration = self._calibration()
+        preds, _ = self._raw_predict(smiles)
+        sets = calibration.prediction_set(preds, alpha)
+        return sets[:, 0, :] if self.n_tasks_ == 1 else sets
 
     def score(self, smiles: Any, y: Any, sample_weight=None) -> float:
         """Mean ROC-AUC over the tasks (masked; rows with invalid SMILES left out)."""
@@ -524,7 +642,7 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
                  seed=1, average_last=0, grid=None, valid_fraction=0.1, work_dir=None, cpu=None, progress=True,
-                 keep_smiles_as_written=False):
+                 keep_smiles_as_written=False, n_models=1):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -539,6 +657,7 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
         self.cpu = cpu
         self.progress = progress
         self.keep_smiles_as_written = keep_smiles_as_written
+        self.n_models = n_models
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, _ = self._labels_2d(y)
@@ -547,10 +666,26 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
             raise ValueError("y contains infinite values")
         return out
 
-    def predict(self, smiles: Any) -> np.ndarray:
-        """Values in the original units: ``(n,)`` for one target, ``(n, n_tasks)`` otherwise; NaN for invalid SMILES."""
+    def predict(self, smiles: Any, return_std: bool = False):
+        """Values in the original units: ``(n,)`` for one target, ``(n, n_tasks)`` otherwise; NaN for invalid SMILES.
+
+        With ``n_models > 1`` the members' mean; ``return_std=True`` returns ``(mean, std)``, the
+        std being the members' spread (same shape; 0 for a single model).
+        """
+        preds, _, std = self._raw_predict(smiles, return_std=True)
+        if self.n_tasks_ == 1:
+            preds, std = preds[:, 0], std[:, 0]
+        return (preds, std) if return_std else preds
+
+    def predict_interval(self, smiles: Any, alpha: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower, upper)``: split-conformal intervals at level ``1 - alpha`` around :meth:`predict`,
+        calibrated on the validation split (absolute residuals, original units). Shapes as :meth:`predict`;
+        NaN for invalid SMILES. The label lies inside with probability at least ``1 - alpha`` for molecules
+        exchangeable with the validation ones (README, Uncertainty)."""
+        calibration = self._calibration()
         preds, _ = self._raw_predict(smiles)
-        return preds[:, 0] if self.n_tasks_ == 1 else preds
+        lower, upper = calibration.interval(preds, alpha)
+        return (lower[:, 0], upper[:, 0]) if self.n_tasks_ == 1 else (lower, upper)
 
     def score(self, smiles: Any, y: Any, sample_weight=None) -> float:
         """Mean R² over the targets (masked; rows with invalid SMILES left out)."""

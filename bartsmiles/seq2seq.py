@@ -61,15 +61,17 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from bartsmiles.core.chem import canonicalize_set_or_none
+from bartsmiles.core.chem import canonicalize_set_or_none, parse_smiles
+from bartsmiles.core.reactions import rooted_views
 from bartsmiles.core.vocab import Vocabulary
-from bartsmiles.errors import CheckpointError, Seq2SeqError
+from bartsmiles.errors import CheckpointError, InvalidSmilesError, Seq2SeqError
 from bartsmiles.model.checkpoint import export_model, load_fairseq_state
 from bartsmiles.model.resolve import resolve_checkpoint
 from bartsmiles.tasks.seq2seq import STATE_KEY, SmilesSeq2SeqTask, randomize_molecules
@@ -78,7 +80,8 @@ from bartsmiles.training.finetuning import reset_fairseq_best
 from bartsmiles.training.runner import fairseq_train
 from bartsmiles.training.seq2seq import Seq2SeqConfig, resolve_config, seq2seq_args
 
-__all__ = ["BartSmilesSeq2Seq", "merge_candidates", "aggregate_beams", "AGGREGATES"]
+__all__ = ["BartSmilesSeq2Seq", "RetroCandidate", "RetroResult", "retrosynthesis", "merge_candidates",
+           "aggregate_beams", "AGGREGATES", "VIEWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,24 @@ def _write_pairs(path: Path, sources: Sequence[str], targets: Sequence[str]) -> 
 # ------------------------------------------------------------------------- candidates
 
 AGGREGATES = ("prob", "rank")
+#: how test-time views of an input are spelled (:meth:`BartSmilesSeq2Seq.generate`)
+VIEWS = ("random", "rooted")
+
+
+def _randomized_or_given(smiles: str, rng: np.random.Generator) -> str:
+    """A random SMILES of each molecule of ``smiles``; an input RDKit cannot parse stays as given."""
+    try:
+        return randomize_molecules(smiles, rng)
+    except ValueError:
+        return smiles
+
+
+def _rooted_or_given(smiles: str, k: int, seed: int) -> list[str]:
+    """``k`` rooted spellings of ``smiles``; an input RDKit cannot parse stays as given (``k`` times)."""
+    try:
+        return rooted_views(smiles, k, seed)
+    except ValueError:
+        return [smiles] * k
 
 
 def merge_candidates(cands: Sequence[tuple[str, float]], drop_invalid: bool = False) -> list[tuple[str, float]]:
@@ -209,6 +230,13 @@ class BartSmilesSeq2Seq:
         model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
         self.model, self.task, self.checkpoint = model.float().eval(), task, str(path)
 
+    @property
+    def source_views(self) -> str:
+        """How the model's training sources were spelled (``random`` or ``rooted``), from its checkpoint."""
+        if self.task is None:
+            raise Seq2SeqError("no model: fit() or load() first")
+        return str(self.task.meta.get("source_views", "random"))
+
     @classmethod
     def load(cls, path) -> "BartSmilesSeq2Seq":
         """A trained model from a checkpoint file, model folder or run folder (:func:`~bartsmiles.model.resolve.resolve_checkpoint`)."""
@@ -263,11 +291,15 @@ class BartSmilesSeq2Seq:
 
     def generate(self, smiles: Sequence[str], beam: int = 10, n_best: int = 10, canonicalize: bool = True,
                  drop_invalid: bool = False, augment: int = 0, aggregate: str = "prob", batch_size: int = 32,
-                 max_len: int = 200, seed: int = 0) -> list[list[tuple[str, float]]]:
+                 max_len: int = 200, seed: int = 0, views: Optional[str] = None) -> list[list[tuple[str, float]]]:
         """Candidates per input SMILES, best first, as ``(smiles, score)`` (module docstring: scores).
 
-        ``augment=n`` adds ``n`` randomized copies of each input (seeded by ``seed``) and ranks the
+        ``augment=n`` adds ``n`` more spellings of each input (seeded by ``seed``) and ranks the
         canonical candidates by ``aggregate`` (``"prob"`` or ``"rank"``); it implies canonicalization.
+        ``views="random"``: the input as given plus ``n`` random SMILES; ``views="rooted"``: the
+        canonical SMILES plus ``n`` SMILES started from other atoms
+        (:func:`bartsmiles.core.reactions.rooted_views`), the spellings a root-aligned model was
+        trained on. ``None``: as the checkpoint records (its task's ``source_views``).
         """
         if isinstance(smiles, str):
             raise TypeError("generate takes a sequence of SMILES, not one string: wrap it in a list")
@@ -275,20 +307,22 @@ class BartSmilesSeq2Seq:
             raise Seq2SeqError(f"n_best ({n_best}) cannot exceed beam ({beam})")
         if aggregate not in AGGREGATES:
             raise Seq2SeqError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if views is None:
+            views = self.source_views
+        if views not in VIEWS:
+            raise Seq2SeqError(f"views must be one of {VIEWS}, got {views!r}")
         smiles = [str(s).strip() for s in smiles]
+        if not smiles:
+            return []
         with torch.no_grad():
-            views = [smiles]
-            if augment > 0:
+            if views == "rooted":
+                spellings = [list(v) for v in zip(*(_rooted_or_given(s, augment + 1, seed) for s in smiles))]
+            else:
+                spellings = [smiles]
                 rng = np.random.default_rng(seed)
                 for _ in range(augment):
-                    view = []
-                    for s in smiles:
-                        try:
-                            view.append(randomize_molecules(s, rng))
-                        except ValueError:
-                            view.append(s)
-                    views.append(view)
-            beams = [self._beam(v, beam, n_best, batch_size, max_len) for v in views]
+                    spellings.append([_randomized_or_given(s, rng) for s in smiles])
+            beams = [self._beam(v, beam, n_best, batch_size, max_len) for v in spellings]
         if augment > 0:
             return [aggregate_beams([b[i] for b in beams], aggregate, n_best, drop_invalid) for i in range(len(smiles))]
         results = beams[0]
@@ -297,3 +331,58 @@ class BartSmilesSeq2Seq:
         elif drop_invalid:
             results = [[(s, p) for s, p in c if canonicalize_set_or_none(s) is not None] for c in results]
         return results
+
+
+# ---------------------------------------------------------------------------- retrosynthesis
+
+
+@dataclass(frozen=True)
+class RetroCandidate:
+    """One proposed set of reactants (canonical SMILES, ``'.'``-joined) and its score (module docstring: Scores)."""
+
+    reactants: str
+    score: float
+
+
+@dataclass
+class RetroResult:
+    """The candidates for one product, best first; ``invalid_dropped`` counts generated SMILES that did not parse."""
+
+    product: str
+    candidates: list[RetroCandidate]
+    invalid_dropped: int
+
+    def to_dict(self) -> dict:
+        return {"product": self.product, "candidates": [dataclasses.asdict(c) for c in self.candidates],
+                "invalid_dropped": self.invalid_dropped}
+
+
+def retrosynthesis(products: Sequence[str], model: "str | BartSmilesSeq2Seq" = "retro", *, top_k: int = 10,
+                   beam: int = 10, augment: int = 0, views: Optional[str] = None,
+                   batch_size: int = 32) -> list[RetroResult]:
+    """Reactant sets for each product SMILES, best first (at most ``top_k`` each).
+
+    ``model`` is a loaded :class:`BartSmilesSeq2Seq`, a checkpoint path, or a shipped model's name
+    (``"retro"``, :data:`bartsmiles.model.resolve.SHIPPED_NAMES`). Every product must parse
+    (:class:`~bartsmiles.errors.InvalidSmilesError` names the input index otherwise). Candidates
+    that are not valid SMILES are never returned: they are dropped and counted.
+    """
+    if isinstance(products, str):
+        raise TypeError("retrosynthesis takes a sequence of SMILES, not one string: wrap it in a list")
+    if top_k < 1 or top_k > beam:
+        raise Seq2SeqError(f"top_k must lie in 1..beam ({beam}), got {top_k}")
+    products = [str(s).strip() for s in products]
+    for index, smiles in enumerate(products):
+        try:
+            parse_smiles(smiles)
+        except InvalidSmilesError as error:
+            raise InvalidSmilesError(smiles, index=index, reason=error.reason) from None
+    loaded = model if isinstance(model, BartSmilesSeq2Seq) else BartSmilesSeq2Seq.load(model)
+    beams = loaded.generate(products, beam=beam, n_best=beam, canonicalize=True, drop_invalid=False,
+                            augment=augment, views=views, batch_size=batch_size)
+    results = []
+    for product, candidates in zip(products, beams):
+        valid = [(s, score) for s, score in candidates if canonicalize_set_or_none(s) is not None]
+        results.append(RetroResult(product, [RetroCandidate(s, float(score)) for s, score in valid[:top_k]],
+                                   invalid_dropped=len(candidates) - len(valid)))
+    return results

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     ds, idx, split = held_out(args.dataset, args.data_dir)
-    attributor = Attributor(args.checkpoint)
+    attributor = Attributor(args.checkpoint, method="ig")  # the committed results are IG's
     target, name = attributor._target(int(args.target) if args.target.isdigit() else args.target)
     fits = [i for i in idx if len(attributor.tokenizer.tokenize(ds.smiles[i])) + 2 <= attributor.max_positions]
     logits = attributor.predict_outputs([ds.smiles[i] for i in fits])[:, target]

@@ -9,17 +9,20 @@ Shapley sampling runs 10 permutations here (the default is 25): its time grows l
 ``n_samples`` (one forward pass per player per permutation), so 25 take about 2.5 times as long.
 
 Writes ``OUT/attribution_speed.json``: the machine (:func:`bartsmiles.evaluation.machine.machine_info`),
-the command, torch threads, the molecules (count, mean atoms and tokens) and per method the
-seconds and molecules/s.
+the command, torch threads, the molecules (count, mean atoms and tokens), per method the seconds
+and molecules/s, and each method's speed relative to the ECFP4 + RF map.
 
-The committed run (2 CPU cores shared with other training jobs, load average about 3)::
+The committed run (2 CPU cores shared with a long benchmark and other jobs, load average about 10;
+one torch thread)::
 
-    OMP_NUM_THREADS=2 nice -n 10 .venv/bin/python benchmarks/attribution_speed.py
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/attribution_speed.py --n-molecules 30 --n-slow 10
 
 On such an oversubscribed machine two torch threads are slower than one (every parallel region
-waits for a descheduled thread; small forward passes suffered most): the same command with
-``OMP_NUM_THREADS=1`` ran 1.2 to 7 times faster per method.  Numbers from a shared machine vary
-by a factor of two between runs; compare methods within one run.
+waits for a descheduled thread).  Numbers from a shared machine vary by a factor of two or more
+between runs; compare methods within one run: ``speed_relative_to_ecfp_rf`` divides each method's
+molecules/s by that of the ECFP4 + random forest similarity map timed in the same run, and
+``cpu_speed_relative_to_ecfp_rf`` does the same with molecules per CPU second of this process
+(``time.process_time``), which a busy machine disturbs less than the wall clock.
 
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
@@ -37,9 +40,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from sklearn.ensemble import RandomForestClassifier
+
 from bartsmiles.attribution import Attributor
+from bartsmiles.attribution.fingerprint_map import fingerprint_atom_weights
 from bartsmiles.core.chem import match_smarts, parse_smiles
 from bartsmiles.errors import InvalidSmilesError
+from bartsmiles.evaluation.baselines import ecfp4
 from bartsmiles.evaluation.machine import machine_info
 from bartsmiles.model.predictor import PropertyPredictor
 from bartsmiles.training.finetuning import FinetuneConfig, finetune
@@ -48,16 +55,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MOSES_TEST = Path(os.environ.get("BARTSMILES_DATA") or ROOT.parent / "shared" / "data") / "pretrain" / "moses" / "test.csv.gz"
 
-#: (name, method, options): what is timed; options not listed are the method's defaults
+#: (name, method, options): what is timed; options not listed are the method's defaults.  ``ecfp_rf``
+#: is the reference: a 200-tree ECFP4 random forest fitted on the fine-tuning data, its batched
+#: fingerprint similarity map (:func:`bartsmiles.attribution.fingerprint_map.fingerprint_atom_weights`)
 RUNS = [
     ("ig", "ig", {"n_steps": 50}),
     ("gradient_x_input", "gradient_x_input", {}),
+    ("gradient_x_input_mask", "gradient_x_input", {"baselines": "mask"}),
+    ("gradient_x_input_bf16", "gradient_x_input", {"precision": "bf16"}),
     ("mask_occlusion", "mask_occlusion", {}),
     ("mask_occlusion_attached", "mask_occlusion", {"attached": True}),
     ("shapley", "shapley", {"n_samples": 10}),
     ("shapley_atoms", "shapley", {"n_samples": 10, "features": "atoms"}),
     ("shapley_ablation", "shapley", {"estimator": "ablation"}),
+    ("ecfp_rf", "", {"n_estimators": 200}),
 ]
+#: the runs timed on the first ``--n-slow`` molecules only (seconds per molecule, not per run, compare)
+SLOW = ("ig", "shapley", "shapley_atoms", "shapley_ablation")
 
 
 def read_smiles(path: Path, skip: int, n: int) -> list[str]:
@@ -75,12 +89,16 @@ def read_smiles(path: Path, skip: int, n: int) -> list[str]:
     return out
 
 
+def fine_tuning_data(args) -> pd.DataFrame:
+    """MOSES rows after the timed ones, labelled 'has an aromatic nitrogen' (SMARTS ``n``)."""
+    smiles = read_smiles(Path(args.moses), args.n_molecules, args.n_train + 100)
+    return pd.DataFrame({"smiles": smiles, "aromatic_n": [float(bool(match_smarts(parse_smiles(s), "n"))) for s in smiles]})
+
+
 def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
     """A 1-epoch fine-tune on 'has an aromatic nitrogen' (MOSES rows after the timed ones)."""
-    smiles = read_smiles(Path(args.moses), args.n_molecules, args.n_train + 100)
-    labels = [float(bool(match_smarts(parse_smiles(s), "n"))) for s in smiles]
+    frame = fine_tuning_data(args)
     (work / "data").mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({"smiles": smiles, "aromatic_n": labels})
     frame.iloc[: args.n_train].to_csv(work / "data" / "train.csv", index=False)
     frame.iloc[args.n_train:].to_csv(work / "data" / "valid.csv", index=False)
     start = time.perf_counter()
@@ -97,16 +115,33 @@ def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
 
 def time_method(predictor, method: str, options: dict, smiles: list[str]) -> dict:
     """Seconds and molecules/s of one method on ``smiles`` (after a two-molecule warm-up)."""
-    attributor = Attributor(predictor, method=method)
-    attributor.attribute(smiles[:2], on_delta="ignore", **options)
-    start = time.perf_counter()
-    results = attributor.attribute(smiles, on_delta="ignore", **options)
-    seconds = time.perf_counter() - start
+    settings = {k: v for k, v in options.items() if k != "precision"}
+    attributor = Attributor(predictor, method=method, precision=options.get("precision", "fp32"))
+    attributor.attribute(smiles[:2], on_delta="ignore", **settings)
+    start, cpu = time.perf_counter(), time.process_time()
+    results = attributor.attribute(smiles, on_delta="ignore", **settings)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     deltas = [abs(a.delta) for a in results]
     return {"method": method, "options": options, "variant": results[0].method, "baseline": results[0].baseline,
-            "n_molecules": len(results), "seconds": round(seconds, 2),
-            "molecules_per_second": round(len(results) / seconds, 3), "max_abs_delta": float(max(deltas)),
+            "n_molecules": len(results), "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "molecules_per_second": round(len(results) / seconds, 3),
+            "molecules_per_cpu_second": round(len(results) / cpu, 3), "max_abs_delta": float(max(deltas)),
             "additive": results[0].converged is not None}
+
+
+def time_fingerprint_map(args, options: dict, smiles: list[str]) -> dict:
+    """Seconds and molecules/s of the ECFP4 + random forest similarity map (fit not timed)."""
+    frame = fine_tuning_data(args).iloc[: args.n_train]
+    forest = RandomForestClassifier(n_estimators=options["n_estimators"], random_state=0, n_jobs=1)
+    forest.fit(ecfp4(list(frame.smiles)), frame.aromatic_n.to_numpy())
+    column = list(forest.classes_).index(1.0) if 1.0 in forest.classes_ else 0
+    start, cpu = time.perf_counter(), time.process_time()
+    weights = fingerprint_atom_weights([parse_smiles(s) for s in smiles], lambda x: forest.predict_proba(x)[:, column])
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"method": "ecfp_rf", "options": options, "variant": "batched similarity map", "n_molecules": len(weights),
+            "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+            "molecules_per_second": round(len(weights) / seconds, 3),
+            "molecules_per_cpu_second": round(len(weights) / cpu, 3)}
 
 
 def main(argv=None) -> int:
@@ -114,6 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--moses", default=str(MOSES_TEST), help="MOSES CSV(.gz); SMILES in the first column")
     p.add_argument("--pretrained", default=str(ROOT / "pretrained"), help="pretrained model folder or .pt")
     p.add_argument("--n-molecules", type=int, default=100, help="molecules timed per method")
+    p.add_argument("--n-slow", type=int, default=20, help="molecules timed for the slow runs (SLOW)")
     p.add_argument("--n-train", type=int, default=400, help="fine-tuning molecules (1 epoch)")
     p.add_argument("--runs", default=",".join(name for name, _, _ in RUNS), help="comma-separated names of RUNS")
     p.add_argument("--out", default=str(RESULTS))
@@ -121,7 +157,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny random-init model, 6 molecules, cheap settings")
     args = p.parse_args(argv)
     if args.smoke:
-        args.n_molecules, args.n_train = 6, 40
+        args.n_molecules, args.n_train, args.n_slow = 6, 40, 6
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
     unknown = sorted(set(names) - {name for name, _, _ in RUNS})
     if unknown:
@@ -136,9 +172,13 @@ def main(argv=None) -> int:
     runs = {}
     for name, method, options in RUNS:
         if name in names:
-            options = {**options, "n_steps": 4, "n_samples": 2} if args.smoke else options
-            runs[name] = time_method(predictor, method, options, smiles)
-            print(f"{name:26s} {runs[name]['molecules_per_second']:8.2f} molecules/s "
+            if name == "ecfp_rf":
+                runs[name] = time_fingerprint_map(args, options, smiles)
+            else:
+                options = {**options, "n_steps": 4, "n_samples": 2} if args.smoke else options
+                runs[name] = time_method(predictor, method, options, smiles[: args.n_slow] if name in SLOW else smiles)
+            print(f"{name:26s} {runs[name]['molecules_per_second']:8.2f} molecules/s, "
+                  f"{runs[name]['molecules_per_cpu_second']:8.2f} per CPU second "
                   f"({runs[name]['seconds']} s for {runs[name]['n_molecules']})", flush=True)
     report = {"command": " ".join(["python", "benchmarks/attribution_speed.py", *(sys.argv[1:] if argv is None else argv)]),
               "environment": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
@@ -147,7 +187,12 @@ def main(argv=None) -> int:
               "molecules": {"source": str(args.moses), "n": len(smiles),
                             "mean_atoms": round(sum(m.n_atoms for m in molecules) / len(molecules), 1),
                             "mean_tokens": round(sum(m.n_tokens for m in molecules) / len(molecules), 1)},
-              "runs": runs}
+              "runs": runs,
+              "speed_relative_to_ecfp_rf": {name: round(r["molecules_per_second"] / runs["ecfp_rf"]["molecules_per_second"], 4)
+                                            for name, r in runs.items()} if "ecfp_rf" in runs else {},
+              "cpu_speed_relative_to_ecfp_rf": {
+                  name: round(r["molecules_per_cpu_second"] / runs["ecfp_rf"]["molecules_per_cpu_second"], 4)
+                  for name, r in runs.items()} if "ecfp_rf" in runs else {}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "attribution_speed.json").write_text(json.dumps(report, indent=2, default=str))

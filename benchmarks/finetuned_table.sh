@@ -7,6 +7,15 @@
 # The pretrained fine-tuned checkpoints are kept (runs/bench_cpu2/...): the uncertainty measurements
 # (ensembles of the 3 seeds, conformal calibration on the valid split) reuse them.
 # Seeds are the outer loop, so that a queue cut short leaves every dataset with the same number of seeds.
+#
+# What ran on 2026-11-29 (2 shared CPU cores): both queues through their first loop (BBBP, BACE,
+# ESOL, FreeSolv x seeds 0-2 x pretrained / random init); they were stopped there for lack of
+# time, and then only these ran:
+#   bartsmiles benchmark --models bartsmiles --datasets clintox --seeds 0 <FT flags> --keep-checkpoints
+#   bartsmiles benchmark --models ecfp4_rf bartsmiles_frozen bartsmiles_frozen_random_init \
+#       --datasets bbbp bace clintox tox21 sider esol freesolv lipo --seeds 0 1 2 <FT flags>
+# Running `bash benchmarks/finetuned_table.sh A` and `... B` again completes the table (SIDER,
+# Lipophilicity, Tox21, the other ClinTox seeds); finished runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BARTSMILES_DATA="${BARTSMILES_DATA:-$(realpath ../shared/data)}"

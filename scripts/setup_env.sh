@@ -40,7 +40,7 @@ cfg = configparser.ConfigParser()
 cfg.read("setup.cfg")
 reqs = [r.strip() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
 extras = cfg["options.extras_require"]
-for name in ("viz", "test", "export"):  # export: so that the export parity tests run, not skip
+for name in ("viz", "test", "export", "serve", "retro"):  # export, serve, retro: so that their tests run, not skip
     reqs += [r.strip() for r in extras[name].splitlines() if r.strip()]
 print("\n".join(r for r in reqs if not r.startswith("fairseq")))
 PYEOF

@@ -54,7 +54,7 @@ from omegaconf import II
 if TYPE_CHECKING:  # pragma: no cover
     from bartsmiles.data.datasets import MolDataset
 import bartsmiles.pretrained
-from bartsmiles.core.chem import canonicalize
+from bartsmiles.core.chem import model_spelling
 from bartsmiles.core.metrics import default_metric
 from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.core.vocab import Vocabulary
@@ -315,7 +315,7 @@ class SmilesPropertyTask(FairseqTask):
         """``smiles`` in the form the model reads (:attr:`smiles_form`); each must parse."""
         if self.smiles_form != "canonical":
             return list(smiles)
-        return [canonicalize(s) for s in smiles]
+        return [model_spelling(s) for s in smiles]
 
     def encode(self, smiles: List[str], rows=None, on_overflow: Optional[str] = None):
         """Token ids of ``smiles`` after :meth:`model_smiles`: (ids, n_truncated, n_unk)."""

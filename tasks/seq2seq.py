@@ -71,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 DIRECTION_CHOICES = ChoiceEnum(["retro", "forward"])
 LAYOUT_CHOICES = ChoiceEnum(["product_first", "reactants_first"])
+VIEW_CHOICES = ChoiceEnum(["random", "rooted"])
 STATE_KEY = "bartsmiles_seq2seq"
 
 
@@ -87,6 +88,12 @@ class SmilesSeq2SeqConfig(FairseqDataclass):
         default="product_first",
         metadata={"help": "reaction files: 'product_first' (PRODUCT >> REACTANTS, USPTO-50k liu2017) or "
                           "'reactants_first' (reaction SMILES REACTANTS>>PRODUCT)"},
+    )
+    source_views: VIEW_CHOICES = field(
+        default="random",
+        metadata={"help": "how the training sources are spelled: 'random' (as given, or randomized) or 'rooted' "
+                          "(root-aligned pairs from bartsmiles prepare-retro); recorded in the checkpoint, so that "
+                          "test-time augmentation writes its inputs the same way"},
     )
     source_column: str = field(default="source", metadata={"help": "CSV files: the source SMILES column"})
     target_column: str = field(default="target", metadata={"help": "CSV files: the target SMILES column"})
@@ -256,6 +263,7 @@ class SmilesSeq2SeqTask(FairseqTask):
             "dictionary": list(dictionary.symbols),
             "direction": str(cfg.direction),
             "reaction_layout": str(cfg.reaction_layout),
+            "source_views": str(cfg.source_views),
             "source_column": cfg.source_column,
             "target_column": cfg.target_column,
         }

@@ -29,8 +29,9 @@ LAYERS = {
     "bartsmiles.seq2seq": 6, "bartsmiles.estimators": 6,
     "bartsmiles.evaluation": 7,
     "bartsmiles.attribution": 8,
-    "bartsmiles.cli": 9,
-    "bartsmiles": 10,  # the package's own __init__ (lazy load_pretrained only)
+    "bartsmiles.serve": 9,  # the web page and JSON API: calls the model API and attribution
+    "bartsmiles.cli": 10,
+    "bartsmiles": 11,  # the package's own __init__ (lazy load_pretrained only)
 }
 
 

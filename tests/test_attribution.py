@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from rdkit import Chem
 
 from bartsmiles.attribution import (
     METHODS,
@@ -27,7 +28,7 @@ from bartsmiles.attribution import (
     scaffold_parts,
     substructure_table,
 )
-from bartsmiles.core.chem import parse_smiles
+from bartsmiles.core.chem import canonicalize, parse_smiles
 from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.errors import (
     AttributionError,
@@ -74,7 +75,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def attributor(checkpoint):
-    return Attributor(checkpoint)
+    return Attributor(checkpoint, method="ig")
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_accepts_predictor_estimator_and_folder(checkpoint, probes):
     predictor = PropertyPredictor(checkpoint)
     fitted = SimpleNamespace(_get_predictor=lambda: predictor)  # what a fitted BartSmilesClassifier offers
     for source in (predictor, fitted, Path(checkpoint).parent):
-        [a] = Attributor(source).attribute(PROBES[0], n_steps=32)
+        [a] = Attributor(source, method="ig").attribute(PROBES[0], n_steps=32)
         np.testing.assert_allclose(a.atom_scores, probes[0].atom_scores, atol=1e-5)
     with pytest.raises(TypeError, match="cannot attribute a int"):
         Attributor(3)
@@ -145,7 +146,7 @@ def test_accepts_predictor_estimator_and_folder(checkpoint, probes):
 def test_prediction_output_attributes_the_probability(checkpoint):
     from bartsmiles.model.predictor import predict
 
-    [a] = Attributor(checkpoint, output="prediction").attribute(PROBES[0], n_steps=32)
+    [a] = Attributor(checkpoint, output="prediction", method="ig").attribute(PROBES[0], n_steps=32)
     assert a.output == pytest.approx(float(predict(checkpoint, [PROBES[0]])[0, 0]), abs=1e-5)
     assert 0.0 <= a.baseline_output <= 1.0
 
@@ -372,12 +373,17 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     spec.loader.exec_module(bench)
     if not bench.MOSES.is_file():
         pytest.skip(f"MOSES not found at {bench.MOSES}")
-    assert bench.main(["--smoke", "--pool", "1500", "--out", str(tmp_path), "--work-dir", str(tmp_path / "work")]) == 0
+    argv = ["--smoke", "--pool", "1500", "--out", str(tmp_path), "--work-dir", str(tmp_path / "work")]
+    assert bench.main(argv) == 0
     report = json.loads((tmp_path / "attribution_groundtruth.json").read_text())
-    methods = report["tasks"][0]["methods"]
-    assert set(methods) == {"bartsmiles_ig", "ecfp_rf", "random"}
-    assert all(m["n_molecules"] > 0 for m in methods.values())
+    [seed] = report["tasks"][0]["seeds"].values()
+    assert set(seed["methods"]) == set(bench.METHODS) | {"ecfp_rf", "random"}
+    assert all(m["n_molecules"] > 0 and 0 <= m["top_k_hit"] <= 1 for m in seed["methods"].values())
+    assert report["machine"]["cpu_count"] and report["command"].startswith("python benchmarks/attribution_groundtruth.py")
     assert (tmp_path / "attribution_groundtruth.md").read_text().startswith("# Attribution ground truth")
+    stamp = (tmp_path / "work" / "nitrile" / "seed0" / "scores.json").stat().st_mtime
+    assert bench.main(argv) == 0  # a second run reuses the cached model and scores
+    assert (tmp_path / "work" / "nitrile" / "seed0" / "scores.json").stat().st_mtime == stamp
 
 
 def test_clintox_example_script_smoke(checkpoint, tmp_path):
@@ -450,7 +456,7 @@ def _ids(variants):
 def test_every_method_scores_every_atom(predictor, probes, method, options):
     """Rings, branches, charges, stereo and a salt: one finite score per RDKit atom, same result type."""
     results = Attributor(predictor, method=method).attribute(PROBES, **options)
-    assert [a.smiles for a in results] == PROBES
+    assert [a.smiles for a in results] == [canonicalize(s) for s in PROBES]  # the form the model reads
     for a, ig in zip(results, probes):
         assert a.attribution_method == method
         assert a.atom_scores.shape == (parse_smiles(a.smiles).GetNumAtoms(),)
@@ -552,7 +558,7 @@ def test_bad_methods_and_options(checkpoint, predictor):
     with pytest.raises(AttributionError, match="batch_size must be >= 1"):
         shap.attribute("CCO", batch_size=0)
     with pytest.raises(AttributionError, match="baselines must be one of"):
-        Attributor(predictor).attribute("CCO", baselines="zero", n_steps=2)
+        Attributor(predictor, method="ig").attribute("CCO", baselines="zero", n_steps=2)
     with pytest.raises(InvalidSmilesError, match="index 1"):
         Attributor(predictor, method="mask_occlusion").attribute(["CCO", "C1CC"])
 
@@ -598,3 +604,178 @@ def test_speed_benchmark_smoke(tmp_path):
     assert set(report["runs"]) == {"ig", "mask_occlusion", "shapley"}
     assert all(r["molecules_per_second"] > 0 and r["n_molecules"] == 6 for r in report["runs"].values())
     assert report["machine"]["cpu_count"] and report["command"].startswith("python benchmarks/attribution_speed.py")
+
+
+# ------------------------------------------------------------------- ground truth and batching
+
+
+def _labelled(rule, smiles):
+    from bartsmiles.attribution.groundtruth import label_molecule
+
+    return [label_molecule(rule, parse_smiles(s)) for s in smiles]
+
+
+GT_POOL = ["CC(=O)Nc1ccc(Cl)cc1", "CC(=O)NC1CCCCC1", "Clc1ccccc1", "CCO", "NC(=O)c1ccc(Br)cc1Cl",
+           "Clc1ccc(Cl)cc1", "N#Cc1ccccc1", "CS(=O)(=O)Nc1ccccc1", "N#Cc1ccc(S(N)(=O)=O)cc1", "c1ccccc1"]
+
+
+def test_composite_rules_label_and_name_the_deciding_atoms():
+    from bartsmiles.attribution.groundtruth import Rule
+
+    halide, amide = "[F,Cl,Br,I;$(*a)]", "[CX3](=[OX1])[NX3]"
+    both = _labelled(Rule("and", "and", (amide, halide)), GT_POOL)
+    assert [x.stratum for x in both] == ["pos", "neg:A", "neg:B", None, "pos", "neg:B", None, None, None, None]
+    assert both[0].truth == {1, 2, 3, 8}  # C(=O)N of the amide and the Cl
+    assert both[4].truth == {0, 1, 2, 7, 10}  # amide N, C, O and both halogens
+    either = _labelled(Rule("or", "or", ("[NX1]#[CX2]", "[SX4](=[OX1])(=[OX1])[NX3]")), GT_POOL)
+    assert [x.stratum for x in either][6:9] == ["pos:A", "pos:B", None]  # both groups: not used
+    assert either[6].truth == {0, 1} and either[7].truth == {1, 2, 3, 4} and either[3].stratum == "neg"
+    count = _labelled(Rule("count", "count", (halide,), min_count=2), GT_POOL)
+    assert [x.stratum for x in count] == ["neg", None, "neg", None, "pos", "pos", None, None, None, None]
+    assert count[5].truth == {0, 5} and count[5].label == 1.0 and count[0].label == 0.0
+    single = _labelled(Rule("single", "single", (halide,)), GT_POOL)
+    assert [x.label for x in single] == [1, 0, 1, 0, 1, 1, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="takes 2 pattern"):
+        Rule("bad", "and", (amide,))
+
+
+def test_balanced_sample_splits_each_side_equally_among_its_strata():
+    from bartsmiles.attribution.groundtruth import balanced_sample
+
+    strata = ["pos"] * 50 + ["neg:A"] * 30 + ["neg:B"] * 40 + [None] * 20
+    picked = balanced_sample(strata, 40, np.random.default_rng(0))
+    got = pd.Series([strata[i] for i in picked]).value_counts().to_dict()
+    assert got == {"pos": 20, "neg:A": 10, "neg:B": 10} and len(set(picked)) == 40
+    assert picked == balanced_sample(strata, 40, np.random.default_rng(0))  # seeded: the same sample
+    with pytest.raises(ValueError, match="no positive"):
+        balanced_sample(["neg"] * 10, 4, np.random.default_rng(0))
+
+
+def test_and_negatives_contain_exactly_one_group():
+    from bartsmiles.attribution.groundtruth import Rule, balanced_sample
+
+    rule = Rule("and", "and", ("[CX3](=[OX1])[NX3]", "[F,Cl,Br,I;$(*a)]"))
+    pool = GT_POOL * 3
+    labelled = _labelled(rule, pool)
+    for i in balanced_sample([x.stratum for x in labelled], 8, np.random.default_rng(1)):
+        mol = parse_smiles(pool[i])
+        present = [bool(mol.GetSubstructMatches(Chem.MolFromSmarts(p))) for p in rule.patterns]
+        assert sum(present) == (2 if labelled[i].label == 1.0 else 1)
+
+
+@pytest.mark.parametrize("scores, truth, hit", [
+    ([5, 4, 3, 2, 1], {0, 1}, 1.0),            # the two best are the truth
+    ([5, 4, 3, 2, 1], {0, 4}, 0.5),            # one of the two
+    ([1, 2, 3, 4, 5], {0, 1}, 0.0),            # the worst two
+    ([1, 1, 1, 1], {2}, 0.25),                 # all tied: the base rate, whatever the order
+    ([3, 1, 1, 1, 0], {0, 3}, 0.5 + 0.5 / 3),  # one sure hit, one of three tied places
+    ([0.2, 0.9, 0.1], set(), None),            # nothing to find
+])
+def test_top_k_hit_rate_on_hand_made_cases(scores, truth, hit):
+    from bartsmiles.attribution.groundtruth import top_k_hit_rate
+
+    assert top_k_hit_rate(scores, truth) == (None if hit is None else pytest.approx(hit))
+
+
+def test_atom_auc_on_hand_made_cases():
+    from bartsmiles.attribution.groundtruth import atom_auc
+
+    assert atom_auc([3, 2, 1, 0], {0, 1}) == 1.0 and atom_auc([0, 1, 2, 3], {0, 1}) == 0.0
+    assert atom_auc([1, 1, 1, 1], {2}) == 0.5
+    assert atom_auc([1, 2], {0, 1}) is None and atom_auc([1, 2], set()) is None
+
+
+def test_batched_fingerprint_map_equals_rdkit_one_atom_at_a_time():
+    from rdkit import DataStructs
+    from rdkit.Chem.Draw import SimilarityMaps
+    from rdkit.rdBase import BlockLogs
+    from sklearn.ensemble import RandomForestClassifier
+
+    from bartsmiles.attribution.fingerprint_map import fingerprint_atom_weights
+    from bartsmiles.evaluation.baselines import ecfp4
+
+    labels = [float(i % 2) for i in range(len(GT_POOL))]
+    forest = RandomForestClassifier(n_estimators=15, random_state=0).fit(ecfp4(GT_POOL), labels)
+    mols = [parse_smiles(s) for s in GT_POOL]
+    ours = fingerprint_atom_weights(mols, lambda x: forest.predict_proba(x)[:, 1], chunk=7)
+
+    def bits(fp):
+        row = np.zeros((fp.GetNumBits(),), dtype=np.uint8)
+        DataStructs.ConvertToNumpyArray(fp, row)
+        return row[None, :]
+
+    quiet = BlockLogs()  # RDKit's GetMorganFingerprint logs a deprecation notice per call
+    reference = [SimilarityMaps.GetAtomicWeightsForModel(
+        parse_smiles(s), lambda m, a=-1: SimilarityMaps.GetMorganFingerprint(m, atomId=a, radius=2, fpType="bv",
+                                                                            nBits=2048),
+        lambda fp: float(forest.predict_proba(bits(fp))[0, 1])) for s in GT_POOL]
+    del quiet
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_length_batches_bound_rows_and_tokens():
+    from bartsmiles.attribution.inputs import length_batches
+
+    lengths = [30, 5, 12, 12, 40, 7, 200]
+    batches = length_batches(lengths, max_rows=3, token_budget=40)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3 and (len(b) * max(lengths[i] for i in b) <= 40 or len(b) == 1)
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths)  # shortest first
+
+
+@pytest.mark.parametrize("method, options", [("gradient_x_input", {}), ("mask_occlusion", {"attached": True}),
+                                             ("gradient_x_input", {"baselines": "mask"})])
+def test_token_budget_batches_give_the_scores_of_one_at_a_time(predictor, monkeypatch, method, options):
+    import bartsmiles.attribution.inputs as inputs
+
+    attributor = Attributor(predictor, method=method)
+    alone = [attributor.attribute(s, **options)[0] for s in PROBES]
+    monkeypatch.setattr(inputs.length_batches, "__defaults__", (60,))  # two or three sequences per pass
+    together = attributor.attribute(PROBES, **options)
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.atom_scores, b.atom_scores, atol=1e-5)
+        assert a.output == pytest.approx(b.output, abs=1e-5)
+    np.testing.assert_allclose(attributor.predict_outputs(PROBES)[:, 0], [a.output for a in alone], atol=1e-5)
+
+
+def test_a_forward_only_method_first_leaves_gradient_methods_working(checkpoint):
+    """Occlusion runs without gradients; fairseq's decoder caches its causal mask, and a mask made
+    in inference mode would make a later gradient method on the same model fail."""
+    from bartsmiles.model.predictor import PropertyPredictor
+
+    predictor = PropertyPredictor(checkpoint)  # a fresh model: nothing cached yet
+    longest = max(PROBES, key=len)
+    Attributor(predictor, method="mask_occlusion").attribute(longest)
+    [a] = Attributor(predictor, method="gradient_x_input").attribute("CCO")
+    assert np.isfinite(a.atom_scores).all()
+
+
+def test_bf16_precision_gives_nearly_the_fp32_scores(predictor):
+    fp32 = Attributor(predictor).attribute(PROBES)
+    bf16 = Attributor(predictor, precision="bf16").attribute(PROBES)
+    assert Attributor(predictor).method == "gradient_x_input"  # the default (DEFAULT_METHOD)
+    for a, b in zip(fp32, bf16):
+        assert b.output == pytest.approx(a.output, abs=0.05 * max(1.0, abs(a.output)))
+        assert np.corrcoef(a.atom_scores, b.atom_scores)[0, 1] > 0.9
+        assert b.atom_scores.dtype == np.float64
+    with pytest.raises(AttributionError, match="precision must be one of fp32, bf16"):
+        Attributor(predictor, precision="fp16")
+
+
+def test_a_canonical_model_attributes_the_smiles_it_reads(predictor):
+    """The model reads canonical SMILES (smiles_form recorded at fine-tuning): so does the Attributor,
+    and its output is the model's prediction for any spelling of the molecule."""
+    assert predictor.meta.get("smiles_form") == "canonical"
+    kekule, aromatic = "C1=CC=C(C=C1)[N+](=O)[O-]", "O=[N+]([O-])c1ccccc1"
+    attributor = Attributor(predictor)
+    a, b = attributor.attribute([kekule, aromatic])
+    assert a.smiles == b.smiles == aromatic  # RDKit's canonical form
+    np.testing.assert_allclose(a.atom_scores, b.atom_scores, atol=1e-6)
+    ids, _, _ = predictor.task.encode([kekule])  # the prediction path: canonical SMILES -> ids
+    ds = predictor.task.build_dataset_for_inference(ids)
+    with torch.no_grad():
+        logits, _ = predictor.model(**ds.collater([ds[0]])["net_input"], features_only=True,
+                                    classification_head_name="smiles_property")
+    assert a.output == pytest.approx(float(logits[0, 0]), abs=1e-5)

@@ -101,3 +101,16 @@ def test_match_smarts():
         match_smarts(mol, "[C")
     with pytest.raises(TypeError):
         match_smarts("OCCO", "[OH]")  # type: ignore[arg-type]
+
+
+def test_model_spelling_is_canonical_unless_rdkit_writes_a_dative_bond():
+    from bartsmiles.core.chem import model_spelling
+    from bartsmiles.core.tokenizer import SmilesTokenizer
+
+    assert model_spelling("OCC") == "CCO" and model_spelling(" C(C)O ") == "CCO"
+    # RDKit writes the N-Co bond of an ammine complex as a dative arrow, which no SMILES token reads
+    assert "->" in Chem.MolToSmiles(Chem.MolFromSmiles("[NH3][Co]"))
+    assert model_spelling(" [NH3][Co] ") == "[NH3][Co]"
+    SmilesTokenizer().tokenize(model_spelling("[NH3][Co]"))
+    with pytest.raises(InvalidSmilesError):
+        model_spelling("C1CC")

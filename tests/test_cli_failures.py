@@ -94,7 +94,7 @@ def test_an_output_folder_that_does_not_exist_fails_before_any_work(csv_in, tmp_
     def no_work(*args, **kwargs):
         raise AssertionError("the prediction ran before the output was checked")
 
-    monkeypatch.setattr(commands, "predict_table", no_work)
+    monkeypatch.setattr(commands, "predict_file", no_work)
     out = tmp_path / "nonexistent" / "dir" / "out.csv"
     assert main(["predict", "--model", str(tmp_path), "--input", str(csv_in), "--output", str(out)]) == 2
     _one_line(capsys, str(out), "does not exist")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from sklearn.base import clone, is_classifier, is_regressor
 
+from bartsmiles.errors import CalibrationError
 from bartsmiles.estimators import BartSmilesClassifier, BartSmilesRegressor
 
 WITH_N = ["CCN", "CCCN", "c1ccncc1", "CC(=O)N", "CN(C)C", "NCCO", "c1ccc(N)cc1", "CC#N", "N#Cc1ccccc1",
@@ -167,6 +168,60 @@ def test_regressor_with_a_grid_predicts_in_original_units(pretrained):
     assert np.isfinite(reg.score(MOLS, y))
     with pytest.raises(ValueError, match="grid keys"):
         tiny(BartSmilesRegressor, pretrained, grid={"momentum": [0.9]}).fit(MOLS, y)
+
+
+# ------------------------------------------------------------------------------- ensembles, conformal
+
+
+def test_regressor_ensemble_of_two_with_conformal_intervals(pretrained, tmp_path):
+    from bartsmiles.model.prediction import predict_rows
+    from bartsmiles.model.uncertainty import load_calibration
+
+    y = np.array([1.0 + 0.5 * len(s) for s in MOLS])
+    reg = tiny(BartSmilesRegressor, pretrained, epochs=2, n_models=2, valid_fraction=0.35, seed=4,
+               work_dir=str(tmp_path / "work"))
+    assert clone(reg).get_params()["n_models"] == 2
+    with pytest.raises(ValueError, match="n_models must be an integer >= 1"):
+        clone(reg).set_params(n_models=0).fit(MOLS, y)      # refused before any training
+    reg.fit(MOLS, y)
+    run = Path(reg.run_dir_)
+    assert [Path(c).parent.name for c in reg.checkpoints_] == ["run", "run1"]
+    seeds = [json.loads((run / d / "finetune_config.json").read_text())["seed"] for d in ("run", "run1")]
+    assert seeds == [4, 5]
+    for d in ("run", "run1"):  # finetune() calibrated each member on the same validation split
+        assert load_calibration(run / d / "checkpoint_best.pt").n == [11]
+    members = np.stack([predict_rows(c, MOLS, on_overflow="truncate")[0][:, 0] for c in reg.checkpoints_])
+    mean, std = reg.predict(MOLS, return_std=True)
+    np.testing.assert_allclose(mean, members.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std, members.std(axis=0), rtol=1e-5, atol=1e-7)
+    assert (std > 0).any()                                  # two seeds, two models
+    lower, upper = reg.predict_interval(MOLS, alpha=0.1)
+    q = reg.calibration_.quantile(0.1)[0]
+    assert reg.calibration_.n == [11] and q > 0
+    np.testing.assert_allclose(upper - lower, 2 * q) and np.testing.assert_allclose((upper + lower) / 2, mean)
+    with pytest.raises(CalibrationError, match="too few for alpha=0.05"):
+        reg.predict_interval(MOLS, alpha=0.05)              # 11 points support alpha >= 1/12
+
+    reg.save(tmp_path / "saved")
+    assert (tmp_path / "saved" / "member1" / "model.pt").is_file()
+    assert load_calibration(tmp_path / "saved").n == [11]   # member 0's own, for bartsmiles predict
+    again = BartSmilesRegressor.load(tmp_path / "saved")
+    assert len(again.checkpoints_) == 2 and again.get_params() == reg.get_params()
+    np.testing.assert_allclose(again.predict(MOLS, return_std=True), (mean, std), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(again.predict_interval(MOLS, alpha=0.1), (lower, upper), rtol=1e-6)
+
+
+def test_classifier_prediction_sets(fitted):
+    clf, _ = fitted
+    n_valid = clf.calibration_.n[0]
+    with pytest.raises(CalibrationError, match=f"{n_valid} calibration point"):
+        clf.predict_set(MOLS, alpha=0.1)                    # a 32-molecule fit has too few for 90 %
+    sets = clf.predict_set(MOLS + ["C1CC"], alpha=0.5)
+    assert sets.shape == (33, 2) and sets.dtype == bool and not sets[-1].any()
+    proba, std = clf.predict_proba(MOLS, return_std=True)
+    assert (std == 0).all()                                 # one model: no spread
+    q = clf.calibration_.quantile(0.5)[0]
+    np.testing.assert_array_equal(sets[:-1, 1], 1 - proba[:, 1] <= q)
 
 
 # ------------------------------------------------------------------------------- grid search

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ from bartsmiles.core.tokenizer import SMILES_REGEX, SmilesTokenizer, TokenAlignm
 from bartsmiles.errors import TokenizationError
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "fixtures"))
+import make_fixtures  # noqa: E402
+
 TOK = SmilesTokenizer()
 _TOKEN = re.compile(SMILES_REGEX)
 
@@ -383,30 +387,17 @@ LIMIT = 128  # bartsmiles_tiny / FinetuneConfig default max_positions
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     """One tiny fine-tuned model (random init, 1 epoch on 16 molecules, two regression tasks)."""
-    import pandas as pd
     import torch
 
-    from bartsmiles.core.splits import Split
-    from bartsmiles.model.checkpoint import write_untrained_checkpoint
     from bartsmiles.model.predictor import PropertyPredictor
     from bartsmiles.training.finetuning import FinetuneConfig, finetune
-    from bartsmiles.training.pretraining import build_vocabulary
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         root = tmp_path_factory.mktemp("fuzz_pred")
-        corpus = [s for s in (HERE / "fixtures" / "tiny_corpus.smi").read_text().splitlines() if s.strip()]
-        (root / "mols.smi").write_text("\n".join(corpus + PRED_MOLS) + "\n")
-        vocab, _ = build_vocabulary([root / "mols.smi"], n_jobs=1)
-        vocab.save(root / "dict.txt")
-        pre = write_untrained_checkpoint("bartsmiles_tiny", root / "dict.txt", root / "pre" / "model.pt")
-        Split(train=list(range(16)), valid=list(range(16, 24)), test=[], kind="random", seed=0).save(
-            root / "split.json")
-        pd.DataFrame({"smiles": PRED_MOLS, "has_n": [float("N" in s or "n" in s) for s in PRED_MOLS],
-                      "length": [10.0 * len(s) + 50 for s in PRED_MOLS]}).to_csv(root / "d.csv", index=False)
         result = finetune(FinetuneConfig(
-            data=str(root / "d.csv"), pretrained=str(pre), split=str(root / "split.json"), epochs=1,
+            **make_fixtures.property_inputs(root, PRED_MOLS, n_valid=8, vocab_corpus=True), epochs=1,
             batch_size=8, lr=1e-3, keep_last_epochs=1, cpu=True, log_interval=100, score_test=False,
             progress=False, save_dir=str(root / "run"), target_columns=("has_n", "length"),
             task_type="regression"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,33 +14,20 @@ import torch
 from bartsmiles.model.prediction import ERROR_COLUMN, predict_rows, predict_table
 from bartsmiles.model.resolve import resolve_checkpoint
 
-MOLS = ["CCN", "CCO", "CCCN", "CCCO", "c1ccncc1", "c1ccccc1", "CC(=O)N", "CC(=O)O", "CN(C)C", "COC",
-        "NCCO", "OCCO", "c1ccc(N)cc1", "c1ccc(O)cc1", "CC#N", "CC=O", "N#Cc1ccccc1", "Clc1ccccc1",
-        "CCNC(C)=O", "CCOC(C)=O", "Cc1ccncc1", "Cc1ccccc1", "CNC", "CSC"]
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+import make_fixtures  # noqa: E402
+
+MOLS = make_fixtures.PROPERTY_MOLS
 LONG = "C" * 200  # 202 positions > 128
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A 2-task classification run and a regression run (tiny, random init, 2 epochs each)."""
-    from bartsmiles.core.splits import Split
-    from bartsmiles.model.checkpoint import write_untrained_checkpoint
     from bartsmiles.training.finetuning import FinetuneConfig, finetune
-    from bartsmiles.training.pretraining import build_vocabulary
 
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pred")
-    (root / "mols.smi").write_text("\n".join(MOLS) + "\n")
-    vocab, _ = build_vocabulary([root / "mols.smi"], n_jobs=1)
-    vocab.save(root / "dict.txt")
-    pre = write_untrained_checkpoint("bartsmiles_tiny", root / "dict.txt", root / "pre" / "model.pt")
-    split = root / "split.json"
-    Split(train=list(range(16)), valid=list(range(16, 24)), test=[], kind="random", seed=0).save(split)
-    frame = pd.DataFrame({"smiles": MOLS, "has_n": [float("N" in s or "n" in s) for s in MOLS],
-                          "has_o": [float("O" in s or "o" in s) for s in MOLS],
-                          "length": [10.0 * len(s) + 50 for s in MOLS]})
-    frame.to_csv(root / "d.csv", index=False)
-    common = dict(data=str(root / "d.csv"), pretrained=str(pre), split=str(split), epochs=2, batch_size=8, lr=1e-3,
+    common = dict(**make_fixtures.property_inputs(root), epochs=2, batch_size=8, lr=1e-3,
                   keep_last_epochs=1, cpu=True, log_interval=100, score_test=False)
     clf = finetune(FinetuneConfig(save_dir=str(root / "clf"), target_columns=("has_n", "has_o"),
                                   task_type="classification", **common))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from rdkit import Chem
 
+from bartsmiles.core.chem import canonicalize_set_or_none
 from bartsmiles.errors import Seq2SeqError
 from bartsmiles.evaluation.retro import topk_accuracy
 from bartsmiles.seq2seq import BartSmilesSeq2Seq
@@ -424,3 +426,47 @@ def test_benchmark_retro_cli_writes_json_and_markdown(smoke, tmp_path):
     assert scores["n"] == 4 and scores["n_generated"] == 3 and scores["unreadable_lines"] == [5]
     assert [b["line"] for b in scores["skipped_bad_lines"]] == [4]
     assert scores["top3"] <= 0.75 and scores["invalid_top1"] >= 0.25
+
+
+def test_retro_cli_prints_valid_candidates_and_json(smoke, tmp_path, capsys):
+    """`bartsmiles retro`: top-k valid reactant sets per product, invalid ones dropped and counted."""
+    from bartsmiles.cli.main import main
+    from bartsmiles.seq2seq import retrosynthesis
+
+    model, _ = smoke
+    results = retrosynthesis(PRODUCTS[:3], model, top_k=2, beam=4)
+    assert [r.product for r in results] == PRODUCTS[:3]
+    for r in results:
+        assert len(r.candidates) <= 2 and r.invalid_dropped >= 0
+        assert all(canonicalize_set_or_none(c.reactants) == c.reactants for c in r.candidates)  # valid, canonical
+        assert [c.score for c in r.candidates] == sorted((c.score for c in r.candidates), reverse=True)
+        # what was dropped is exactly the invalid part of the beam
+        beam = model.generate([r.product], beam=4, n_best=4)[0]
+        assert r.invalid_dropped == sum(canonicalize_set_or_none(s) is None for s, _ in beam)
+    (tmp_path / "in.smi").write_text(PRODUCTS[0] + "\n")
+    assert main(["retro", PRODUCTS[1], "--input", str(tmp_path / "in.smi"), "--model", model.checkpoint,
+                 "--top-k", "2", "--beam", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["product"] for o in out] == [PRODUCTS[1], PRODUCTS[0]]
+    assert all(set(c) == {"reactants", "score"} for o in out for c in o["candidates"])
+    assert main(["retro", PRODUCTS[0], "--model", model.checkpoint, "--top-k", "1", "--beam", "2"]) == 0
+    assert PRODUCTS[0] in capsys.readouterr().out
+    # bad input: one line, exit 2
+    assert main(["retro", "C1CC", "--model", model.checkpoint]) == 2
+    assert "index 0" in capsys.readouterr().err
+    assert main(["retro", "--model", model.checkpoint]) == 2
+
+
+def test_rooted_views_are_the_same_molecule_and_recorded_in_the_checkpoint(smoke):
+    from bartsmiles.core.reactions import rooted_views
+
+    model, _ = smoke
+    assert model.source_views == "random"
+    views = rooted_views(PRODUCTS[0], 4, seed=0)
+    assert len(views) == 4 and views[0] == Chem.MolToSmiles(Chem.MolFromSmiles(PRODUCTS[0]))
+    assert {Chem.MolToSmiles(Chem.MolFromSmiles(v)) for v in views} == {views[0]}
+    assert len(set(views)) > 1
+    preds = model.generate(PRODUCTS[:2], beam=2, n_best=2, augment=3, views="rooted")
+    assert len(preds) == 2 and all(1 <= len(c) <= 2 for c in preds)
+    with pytest.raises(Seq2SeqError):
+        model.generate(PRODUCTS[:1], views="sideways")

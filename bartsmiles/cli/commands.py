@@ -14,9 +14,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from bartsmiles.cli.options import config_from_args
+from bartsmiles.core.encoding import iter_smiles_file
 from bartsmiles.core.files import check_writable
+from bartsmiles.data.atom_mapping import build_root_aligned
 from bartsmiles.data.audit import audit as run_audit
 from bartsmiles.data.audit import audit_name
+from bartsmiles.data.registry import locate
+from bartsmiles.errors import MissingExtraError, Seq2SeqError
 from bartsmiles.evaluation.benchmark import BenchmarkConfig, run_benchmark
 from bartsmiles.evaluation.mainjob import MainJobConfig, run_main_job
 from bartsmiles.evaluation.probe import ProbeConfig, run_probe
@@ -24,8 +28,10 @@ from bartsmiles.evaluation.report import summarize
 from bartsmiles.evaluation.retro import RetroBenchmarkConfig, run_retro_benchmark
 from bartsmiles.model.export import EXPORT_JSON
 from bartsmiles.model.export import export as run_export
-from bartsmiles.model.prediction import ERROR_COLUMN, predict_table
+from bartsmiles.model.prediction import PredictConfig, predict_file
 from bartsmiles.model.pretrained import encode_file
+from bartsmiles.seq2seq import retrosynthesis
+from bartsmiles.serve.config import ServeConfig
 from bartsmiles.tasks import USER_DIR
 from bartsmiles.training.finetuning import FinetuneConfig
 from bartsmiles.training.finetuning import finetune as run_finetune
@@ -43,7 +49,7 @@ from bartsmiles.training.pretraining import (
 )
 
 __all__ = ["run", "user_dir", "build_vocab", "tokenize", "preprocess", "descriptors", "pretrain", "encode", "finetune",
-           "benchmark", "probe", "predict", "audit", "benchmark_retro", "export"]
+           "benchmark", "probe", "predict", "audit", "benchmark_retro", "export", "serve"]
 
 
 def _config(cls, args: argparse.Namespace):
@@ -142,13 +148,10 @@ def probe(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """Fine-tuned model + CSV in -> the same CSV plus one column per task and bartsmiles_error."""
+    """Fine-tuned model + CSV/.smi in -> the rows plus one column per task and bartsmiles_error (streamed, resumable)."""
     check_writable(args.output)
-    out = predict_table(args.model, args.input, smiles_column=args.smiles_column, batch_size=args.batch_size,
-                        on_overflow=args.on_overflow)
-    out.to_csv(args.output, index=False)
-    n_bad = int((out[ERROR_COLUMN] != "").sum())
-    print(json.dumps({"output": args.output, "n": len(out), "n_errors": n_bad}))
+    summary = predict_file(args.model, args.input, args.output, _config(PredictConfig, args))
+    print(json.dumps(summary))
     return 0
 
 
@@ -174,6 +177,40 @@ def benchmark_retro(args: argparse.Namespace) -> int:
     return 0
 
 
+def retro(args: argparse.Namespace) -> int:
+    """Products in -> the top-k reactant sets of each (a table, or JSON with --json)."""
+    products = list(args.smiles)
+    if args.input:
+        products += list(iter_smiles_file(args.input, column=args.smiles_column))
+    if not products:
+        raise Seq2SeqError("give product SMILES, or --input FILE")
+    results = retrosynthesis(products, args.model, top_k=args.top_k, beam=args.beam, augment=args.augment,
+                             views=args.views, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return 0
+    for result in results:
+        print(result.product)
+        for rank, candidate in enumerate(result.candidates, 1):
+            print(f"  {rank:>2}. {candidate.reactants}   score {candidate.score:.4f}")
+        if not result.candidates:
+            print("  (no valid candidate)")
+        if result.invalid_dropped:
+            print(f"  ({result.invalid_dropped} invalid candidate(s) dropped)")
+    return 0
+
+
+def prepare_retro(args: argparse.Namespace) -> int:
+    """USPTO-50k split -> atom maps (cached) -> root-aligned train/valid/test CSVs and report.json in OUT."""
+    check_writable(Path(args.out) / "report.json", make_folder=True)
+    source = args.source or str(locate("uspto50k_train").parent)
+    report = build_root_aligned(source, args.out, k_train=args.k_train, k_valid=args.k_valid, workers=args.workers,
+                                seed=args.seed, limit=args.limit)
+    print(json.dumps({k: getattr(report, k) for k in ("reactions", "mapped", "pairs_written", "edit_distance")},
+                     indent=2))
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     """Model in -> a transformers folder (--format hf) or model.onnx + tokenizer.json (--format onnx).
 
@@ -185,4 +222,16 @@ def export(args: argparse.Namespace) -> int:
                          opset=args.opset)
     print(json.dumps({k: summary[k] for k in ("out_dir", "format", "kind", "files", "self_check") if k in summary},
                      indent=2))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Fine-tuned model -> a local web page and JSON API (bartsmiles.serve), until Ctrl-C."""
+    cfg = _config(ServeConfig, args).check()
+    try:
+        from bartsmiles.serve.app import serve as run_server  # lazy: FastAPI and uvicorn are the optional serve extra
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "fastapi", "serve", ["fastapi", "uvicorn", "python-multipart"],
+                                purpose="bartsmiles serve", reason=str(exc)) from None
+    run_server(cfg)
     return 0

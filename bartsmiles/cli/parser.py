@@ -3,8 +3,9 @@
 A command whose settings are a config dataclass (``run``, ``pretrain``, ``finetune``, ``probe``,
 ``benchmark``, ``benchmark-retro``) gets one option per field
 (:func:`bartsmiles.cli.options.add_dataclass_args`), so a default is written in one place: the
-dataclass.  The small file commands (``encode``, ``predict``, ``tokenize`` ...) have no config
-class; their options are declared here once.
+dataclass.  ``predict`` declares its files here and builds its settings from
+:class:`~bartsmiles.model.prediction.PredictConfig`.  The other small file commands (``encode``,
+``tokenize`` ...) have no config class; their options are declared here once.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from bartsmiles.evaluation.mainjob import MainJobConfig
 from bartsmiles.evaluation.probe import ProbeConfig
 from bartsmiles.evaluation.retro import RetroBenchmarkConfig
 from bartsmiles.model.export import FORMATS, ONNX_OPSET, TOLERANCE
+from bartsmiles.model.prediction import PredictConfig
 from bartsmiles.model.pretrained import ENCODE_ERRORS, POOLINGS
+from bartsmiles.serve.config import ServeConfig
 from bartsmiles.training.finetuning import FinetuneConfig
 from bartsmiles.training.pretraining import PretrainConfig
 
@@ -82,15 +85,16 @@ def _file_commands(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _sub(sub, "predict", commands.predict,
-             "predict a CSV with a fine-tuned model (rows kept; NaN + reason for bad rows)")
+             "predict a CSV or .smi file with a fine-tuned model (rows kept; NaN + reason for bad rows)",
+             "Streams the input in chunks (memory bounded whatever its size), sorts each chunk by length, and "
+             "appends each finished chunk to the output in input order. A killed run started again with the same "
+             "command continues after the last complete chunk (OUTPUT.progress.json, removed at the end).")
     p.add_argument("--model", required=True, help="fine-tuned model: .pt file, model folder or run folder")
-    p.add_argument("--input", required=True, help="input CSV")
+    p.add_argument("--input", required=True,
+                   help="input: CSV (.csv, or compressed: .csv.gz ...) or SMILES lines (.smi/.txt, optionally .gz)")
     p.add_argument("--output", required=True,
-                   help="output CSV: the input columns, one column per task, bartsmiles_error")
-    p.add_argument("--smiles-column", default="smiles", help="SMILES column of the input (default: smiles)")
-    p.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass (default: 64)")
-    p.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
-                   help="SMILES longer than the model's positions: an error row (default) or cut and predicted")
+                   help="output CSV (.csv, or .csv.gz): the input columns, one column per task, bartsmiles_error")
+    add_dataclass_args(p, PredictConfig)
 
     p = _sub(sub, "export", commands.export,
              "export a model for use elsewhere: a transformers folder (hf) or an ONNX graph (onnx)",
@@ -176,4 +180,49 @@ def build_parser() -> argparse.ArgumentParser:
              "retrosynthesis top-k on USPTO-50k (or a data folder): train or load, generate, score",
              "Writes OUT.json (settings, top-k, timings) and OUT.md (top-k table).")
     add_dataclass_args(p, RetroBenchmarkConfig)
+
+    p = _sub(sub, "retro", commands.retro, "propose reactants for products (retrosynthesis), best first",
+             "Prints the top-k reactant sets of each product SMILES with their scores (the model's mean "
+             "log-probability per generated token; with --augment, the aggregated score). Candidates that are not "
+             "valid SMILES are dropped and counted. --json prints a list with one entry per input: "
+             '{"product", "candidates": [{"reactants", "score"}], "invalid_dropped"}.')
+    p.add_argument("smiles", nargs="*", help="product SMILES (or --input FILE)")
+    p.add_argument("--input", default=None, help="a file with one product SMILES per line (.smi/.txt[.gz]), or a "
+                                                 "CSV[.gz] with a --smiles-column")
+    p.add_argument("--smiles-column", default="smiles", help="the SMILES column of a CSV --input (default: smiles)")
+    p.add_argument("--model", default="retro", help="a seq2seq model file or folder; 'retro': the shipped model")
+    p.add_argument("--top-k", type=int, default=5, help="candidates printed per product (default: 5)")
+    p.add_argument("--beam", type=int, default=10, help="beam size (default: 10; at least --top-k)")
+    p.add_argument("--augment", type=int, default=0, help="test-time augmentation: extra spellings per product "
+                                                          "whose candidates are ranked together (default: 0)")
+    p.add_argument("--views", choices=("random", "rooted"), default=None,
+                   help="how the extra spellings are written (default: as the model was trained)")
+    p.add_argument("--batch-size", type=int, default=32, help="products per generation batch (default: 32)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = _sub(sub, "prepare-retro", commands.prepare_retro,
+             "atom-map a USPTO-50k split and write root-aligned train/valid/test CSVs for seq2seq training",
+             "Maps each reaction with Indigo (the 'retro' extra; maps cached in OUT/maps, so a killed run resumes), "
+             "then writes K root-aligned views per training reaction (product written from a root atom, reactants "
+             "following it) to OUT/train.csv, OUT/valid.csv and the test reactions to OUT/test.csv; reactions the "
+             "mapper fails on keep their canonical form and are listed in OUT/report.json with the mean edit "
+             "distance between source and target before and after alignment.")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--source", default=None, help="folder with retrosynthesis-{train,valid,test}.smi "
+                                                  "(default: the registered USPTO-50k liu2017 split)")
+    p.add_argument("--k-train", type=int, default=5, help="root-aligned views per training reaction (default: 5)")
+    p.add_argument("--k-valid", type=int, default=1, help="views per validation reaction (default: 1)")
+    p.add_argument("--limit", type=int, default=0, help="use the first N train and valid reactions only (0: all)")
+    p.add_argument("--workers", type=int, default=1, help="processes for atom mapping (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the root choice (default: 0)")
+
+    p = _sub(sub, "serve", commands.serve,
+             "a local web page and JSON API for a fine-tuned model: predictions, intervals, attributions",
+             "Loads MODEL once and answers on http://HOST:PORT/: a page to paste SMILES or upload a CSV and see the "
+             "predictions (with conformal intervals when the model has a calibration), each molecule drawn with its "
+             "atom attributions and its substructure table, and a CSV download; the JSON API (/predict, "
+             "/predict/table, /attribute) is described at /docs. Listens on 127.0.0.1 unless --host says otherwise. "
+             'Needs the \'serve\' extra: pip install "bartsmiles[serve]".')
+    p.add_argument("model", help=next(f for f in fields(ServeConfig) if f.name == "model").metadata["help"])
+    add_dataclass_args(p, ServeConfig, skip=("model",))
     return parser

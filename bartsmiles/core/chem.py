@@ -40,13 +40,15 @@ except ImportError as _error:  # RDKit is optional where only tokenizing and pre
 
     Chem = RDLogger = MurckoScaffold = _NoRDKit()
 
-from bartsmiles.errors import InvalidSmilesError
+from bartsmiles.core.tokenizer import SmilesTokenizer
+from bartsmiles.errors import InvalidSmilesError, TokenizationError
 
 __all__ = [
     "parse_smiles",
     "is_valid_smiles",
     "canonicalize",
     "canonicalize_set",
+    "model_spelling",
     "canonicalize_set_or_none",
     "murcko_scaffold",
     "inchi_key",
@@ -140,6 +142,24 @@ def _as_mol(smiles_or_mol: str | Chem.Mol, caller: str) -> Chem.Mol:
 def canonicalize(smiles: str | Chem.Mol, *, isomeric: bool = True) -> str:
     """RDKit canonical SMILES of ``smiles`` (a SMILES or a parsed Mol); ``isomeric=False`` drops stereo and isotopes."""
     return Chem.MolToSmiles(_as_mol(smiles, "canonicalize"), isomericSmiles=isomeric)
+
+
+def model_spelling(smiles: str, mol: Chem.Mol | None = None) -> str:
+    """The spelling a fine-tuned model reads: RDKit's canonical isomeric SMILES of ``smiles``.
+
+    Where the regex tokenizer cannot read the canonical form, ``smiles`` itself (stripped) is
+    returned: RDKit writes the bonds of some metal complexes (vitamin B12 in ClinTox) as dative
+    arrows, ``->``/``<-``, which are not SMILES tokens. ``mol``: ``smiles`` already parsed, to skip
+    a second parse. Raises :class:`~bartsmiles.errors.InvalidSmilesError` if ``smiles`` does not parse.
+    """
+    canonical = canonicalize(mol if mol is not None else smiles)
+    if "->" in canonical or "<-" in canonical:  # '>' alone would even tokenize, as a reaction arrow
+        return smiles.strip()
+    try:
+        SmilesTokenizer().tokenize(canonical)
+    except TokenizationError:
+        return smiles.strip()
+    return canonical
 
 
 def canonicalize_set(smiles: str) -> str:

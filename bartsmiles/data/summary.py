@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bartsmiles.core.chem import canonicalize
 from bartsmiles.core.encoding import encode_many
 from bartsmiles.core.splits import make_split
 from bartsmiles.core.vocab import Vocabulary
@@ -29,12 +30,17 @@ def shipped_vocabulary() -> Vocabulary:
     return Vocabulary.load(str(resources.files("bartsmiles.pretrained") / "dict.txt"))
 
 
-def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 0):
-    """``(summary dict, Split, MolDataset)`` for a registered dataset."""
+def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 0, canonical: bool = True):
+    """``(summary dict, Split, MolDataset)`` for a registered dataset.
+
+    The token counts are those of the SMILES the model reads: RDKit's canonical form by default
+    (as fine-tuning rewrites them), the SMILES as written with ``canonical=False``.
+    """
     t0 = time.perf_counter()
     ds = load_dataset(name, data_dir)
     vocab = shipped_vocabulary()
-    ids, stats = encode_many(ds.smiles, vocab, n_jobs=1, max_positions=None)
+    read = [canonicalize(s) for s in ds.smiles] if canonical else ds.smiles
+    ids, stats = encode_many(read, vocab, n_jobs=1, max_positions=None)
     lengths = np.array([len(x) for x in ids])  # <s> and </s> included
     sp = make_split(split, ds.smiles, seed=seed)
     parts = {}
@@ -53,6 +59,7 @@ def summarize(name: str, data_dir=None, *, split: str = "scaffold", seed: int = 
         "task_type": ds.task_type,
         "missing_label_fraction": round(float(np.isnan(ds.labels).mean()), 4),
         "tokens": {
+            "smiles": "canonical" if canonical else "as written",
             "total": stats.n_tokens,
             "unk": stats.n_unk,
             "length_median": int(np.median(lengths)),
@@ -79,7 +86,7 @@ def run_summary(name: str, data_dir=None, *, split: str = "scaffold", seed: int 
     print(f"  rows kept {s['rows_kept']}, invalid SMILES dropped {len(s['invalid_rows'])}"
           + (f" at rows {s['invalid_rows'][:20]} (see {out_dir / 'invalid_rows.csv'})" if s["invalid_rows"] else ""))
     t = s["tokens"]
-    print(f"  tokens {t['total']} (<unk> {t['unk']}), length median {t['length_median']}, max {t['length_max']}, "
+    print(f"  tokens {t['total']} ({t['smiles']} SMILES, <unk> {t['unk']}), length median {t['length_median']}, max {t['length_max']}, "
           f"{t[f'over_{MAX_POSITIONS}_positions']} SMILES over {MAX_POSITIONS} positions")
     print(f"  {s['split']['kind']} split (checksum {s['split']['checksum']}):")
     for part in ("train", "valid", "test"):

@@ -84,6 +84,10 @@ class RetroBenchmarkConfig:
     augment: int = help_field("test-time augmentation: randomized copies per product", default=0)
     aggregate: str = help_field("test-time augmentation rank aggregation: prob | rank", default="prob",
                                 choices=AGGREGATES)
+    views: str = help_field("test-time spellings: random | rooted; empty: as the model was trained (its checkpoint)",
+                            default="")
+    source_views: str = help_field("with --train: how DATA's sources are spelled: random, or rooted (a folder from "
+                                   "bartsmiles prepare-retro)", default="random")
     batch_size: int = help_field("reactions per generation batch", default=32)
     epochs: int = help_field("with --train: epochs", default=30)
     lr: float = help_field("with --train: peak learning rate", default=1e-4)
@@ -105,7 +109,7 @@ def _model_for(cfg: RetroBenchmarkConfig, data: str) -> BartSmilesSeq2Seq:
     extra = ("--stop-time-hours", str(cfg.max_hours)) if cfg.max_hours else ()
     model = BartSmilesSeq2Seq(Seq2SeqConfig(
         data=data, pretrained=cfg.model, save_dir=cfg.save_dir, epochs=cfg.epochs, lr=cfg.lr,
-        batch_size=cfg.train_batch_size, seed=cfg.seed, skip_invalid=cfg.skip_invalid,
+        batch_size=cfg.train_batch_size, seed=cfg.seed, skip_invalid=cfg.skip_invalid, source_views=cfg.source_views,
         log_file=os.path.join(cfg.save_dir, "train.log"), extra_args=extra))
     return model.fit_data()
 
@@ -149,7 +153,7 @@ def run_retro_benchmark(cfg: RetroBenchmarkConfig, command: str = "") -> dict:
     unreadable = [line for line, s, _ in pairs if s is None]
     sources, targets = [s for s, _ in kept], [t for _, t in kept]
     t1 = time.perf_counter()
-    preds = model.generate(sources, beam=cfg.beam, n_best=cfg.beam, augment=cfg.augment,
+    preds = model.generate(sources, beam=cfg.beam, n_best=cfg.beam, augment=cfg.augment, views=cfg.views or None,
                            aggregate=cfg.aggregate, batch_size=cfg.batch_size)
     ks = [k for k in (1, 3, 5, 10) if k <= cfg.beam]
     scores = topk_accuracy(preds, targets, ks=ks)

@@ -64,17 +64,29 @@ class PropertyPredictor:
         if not ok:
             return out
         ids, _, _ = self.task.encode([smiles[i] for i in ok], on_overflow="truncate")
+        out[ok] = self.predict_ids(ids, batch_size=batch_size)
+        return out
+
+    def predict_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+        """(n, n_tasks) predictions of already encoded molecules (``[<s>, ..., </s>]`` token ids), in input order.
+
+        The molecules are sorted by length and cut into batches of ``batch_size``, so that each
+        batch pads to a similar length; each output row goes back to its input position.
+        """
+        values = np.full((len(ids), len(self.task_names)), np.nan)
+        if not len(ids):
+            return values
         dataset = self.task.build_dataset_for_inference(ids)
         head = self.meta["classification_head_name"]
-        values = np.full((len(ok), len(self.task_names)), np.nan)
         order = dataset.ordered_indices()
-        with torch.inference_mode():
+        # no_grad, not inference_mode: fairseq caches its decoder's causal mask, and a mask made in inference
+        # mode breaks a later backward pass through the same model (an Attributor sharing this predictor)
+        with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 batch = dataset.collater([dataset[int(i)] for i in order[start:start + batch_size]])
                 logits, _ = self.model(**batch["net_input"], features_only=True, classification_head_name=head)
                 values[batch["id"].numpy()] = to_predictions(logits.float(), self.meta).numpy()
-        out[ok] = values
-        return out
+        return values
 
 
 def predict(checkpoint: str | os.PathLike, smiles: Sequence[str], batch_size: int = 64) -> np.ndarray:

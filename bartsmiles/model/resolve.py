@@ -4,7 +4,9 @@ Every command and function that takes a model (``load_pretrained``, ``bartsmiles
 ``bartsmiles finetune --pretrained``, the estimators, ``BartSmilesSeq2Seq.load``, the benchmark,
 ``bartsmiles-attribute``) resolves it here, in this order:
 
-1. ``None``: the shipped model, ``bartsmiles/pretrained/model.pt``.
+1. ``None``: the shipped model, ``bartsmiles/pretrained/model.pt``.  A name of
+   :data:`SHIPPED_NAMES` that is not an existing path: that shipped model (``"retro"`` is the
+   retrosynthesis model in ``bartsmiles/pretrained/retro/``).
 2. A file: that file.
 3. A folder holding one of :data:`CHECKPOINT_NAMES`: the first found, in that order
    (``model.pt`` is an exported model or a saved estimator; ``checkpoint_avg.pt`` the average of
@@ -24,10 +26,13 @@ from typing import Optional
 
 import bartsmiles.pretrained as shipped
 
-__all__ = ["CHECKPOINT_NAMES", "shipped_model_dir", "resolve_checkpoint"]
+__all__ = ["CHECKPOINT_NAMES", "SHIPPED_NAMES", "shipped_model_dir", "resolve_checkpoint"]
 
 #: Checkpoint files looked for in a model or run folder, in order of preference.
 CHECKPOINT_NAMES = ("model.pt", "checkpoint_avg.pt", "checkpoint_best.pt", "checkpoint_last.pt")
+
+#: Shipped models by name -> their folder under the ``bartsmiles.pretrained`` package.
+SHIPPED_NAMES = {"pretrained": ".", "retro": "retro"}
 
 
 def shipped_model_dir() -> Path:
@@ -48,6 +53,12 @@ def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
                 f"the shipped pretrained model is missing: {model} does not exist (it ships with the "
                 f"package; reinstall, or check that the file was not removed). Pass a model folder or "
                 f"a .pt file instead.")
+        return model
+    if isinstance(path, str) and path in SHIPPED_NAMES and not Path(path).exists():
+        model = (shipped_model_dir() / SHIPPED_NAMES[path] / "model.pt").resolve()
+        if not model.is_file():
+            raise FileNotFoundError(f"no shipped {path!r} model in this installation ({model} does not exist): "
+                                    f"pass a model file or folder instead")
         return model
     path = Path(path)
     if path.is_file():

@@ -12,7 +12,9 @@
 * :func:`finetune` resolves the config (dataset name -> file and columns, architecture read from
   the pretrained checkpoint, ``--cpu`` without a GPU), checks the data, writes the split file,
   trains through :func:`bartsmiles.training.runner.fairseq_train` (the same code path as the
-  documented ``fairseq-train`` command), then scores the best checkpoint on the test split.
+  documented ``fairseq-train`` command), calibrates the best checkpoint on the validation split
+  (split-conformal scores in ``SAVE_DIR/conformal.json``, :mod:`bartsmiles.model.uncertainty`),
+  then scores it on the test split.
 
 The equivalent command line (``finetune(cfg).argv`` is exactly this list)::
 
@@ -41,7 +43,7 @@ from typing import Optional, Sequence
 import pandas as pd
 from fairseq import checkpoint_utils
 
-from bartsmiles.core.chem import canonicalize
+from bartsmiles.core.chem import model_spelling
 from bartsmiles.core.metrics import default_metric, score
 from bartsmiles.core.splits import SPLIT_KINDS, make_split
 from bartsmiles.core.tokenizer import SmilesTokenizer
@@ -50,7 +52,8 @@ from bartsmiles.data.download import sha256_file
 from bartsmiles.data.registry import get_spec, locate, resolve_targets
 from bartsmiles.errors import FinetuneError, PropertyDataError
 from bartsmiles.model.checkpoint import load_fairseq_state
-from bartsmiles.model.predictor import predict
+from bartsmiles.model.predictor import PropertyPredictor
+from bartsmiles.model.uncertainty import Calibration, forget_calibration, save_calibration
 from bartsmiles.tasks import USER_DIR
 from bartsmiles.tasks.property_table import check_trainable, read_property_splits
 from bartsmiles.training.config import (
@@ -395,7 +398,7 @@ def _positions(cfg: FinetuneConfig, smiles: Sequence[str]) -> list[int]:
     """Positions each training molecule takes (``<s>``, tokens, ``</s>``; truncated as the task does)."""
     tokenizer = SmilesTokenizer()
     if not cfg.keep_smiles_as_written:
-        smiles = [canonicalize(s) for s in smiles]
+        smiles = [model_spelling(s) for s in smiles]
     return [min(len(tokenizer.tokenize(s)) + 2, cfg.max_positions) for s in smiles]
 
 
@@ -403,6 +406,16 @@ def reset_fairseq_best() -> None:
     """fairseq keeps the best validation value on a function attribute: forget a previous run's."""
     if hasattr(checkpoint_utils.save_checkpoint, "best"):
         del checkpoint_utils.save_checkpoint.best
+
+
+def _calibrate(predictor: PropertyPredictor, best: Path, valid, cfg: FinetuneConfig) -> None:
+    """Split-conformal calibration of ``best`` on the validation split, stored beside it
+    (:mod:`bartsmiles.model.uncertainty`); one prediction pass over the validation molecules."""
+    calibration = Calibration.from_predictions(
+        predictor.predict(valid.smiles), valid.labels, cfg.task_type, predictor.task_names,
+        source=f"valid split of {cfg.data} ({split_file_path(cfg) or 'valid.csv'})")
+    path = save_calibration(calibration, best)
+    logger.info("conformal calibration on %s validation molecule(s) -> %s", min(calibration.n), path)
 
 
 def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
@@ -426,6 +439,7 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
     run_argv = resume_args(cfg, argv)
     (save / "finetune_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     reset_fairseq_best()
+    forget_calibration(best)  # the best checkpoint is about to change: its old calibration would not fit
     resuming = run_argv[-2:] == ["--restore-file", "checkpoint_last.pt"] or not cfg.pretrained
     # a run that starts afresh in an old run's folder must not start its bar at the old run's epoch
     with EpochProgress(cfg.epochs, metric, desc=f"fine-tuning {Path(cfg.data).stem}", enabled=cfg.progress,
@@ -435,10 +449,12 @@ def finetune(cfg: FinetuneConfig, *, dry_run: bool = False) -> FinetuneResult:
         raise RuntimeError(f"fairseq finished without writing {best}")
     state = load_fairseq_state(best)
     best_value = (state.get("extra_state") or {}).get("best")
+    predictor = PropertyPredictor(best)
+    _calibrate(predictor, best, splits["valid"], cfg)
     test_value = None
     if cfg.score_test and len(splits.get("test", ())) > 0:
         test = splits["test"]
-        preds = predict(best, test.smiles)
+        preds = predictor.predict(test.smiles)
         try:
             test_value = float(score(metric, test.labels, preds))
         except ValueError as exc:

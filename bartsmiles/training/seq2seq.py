@@ -37,6 +37,8 @@ class Seq2SeqConfig(TrainingConfig):
     model_args: tuple[str, ...] = _help("explicit model-shape flags; filled from the pretrained checkpoint by fit()", default=())
     direction: str = _help("reaction files: retro (product -> reactants) or forward (reactants -> product)", default="retro")
     reaction_layout: str = _help("reaction files: product_first (PRODUCT >> REACTANTS) or reactants_first (R>>P)", default="product_first")
+    source_views: str = _help("how the training sources are spelled: random (as given or randomized) or rooted "
+                              "(root-aligned pairs from bartsmiles prepare-retro); generation follows it", default="random")
     source_column: str = _help("CSV files: source SMILES column", default="source")
     target_column: str = _help("CSV files: target SMILES column", default="target")
     skip_invalid: bool = _help("leave bad lines out (reported) instead of failing", default=False)
@@ -71,6 +73,8 @@ def seq2seq_args(cfg: Seq2SeqConfig, n_train: int, user_dir: Optional[str] = Non
         raise Seq2SeqError(f"direction must be 'retro' or 'forward', got {cfg.direction!r}")
     if cfg.reaction_layout not in ("product_first", "reactants_first"):
         raise Seq2SeqError(f"reaction_layout must be 'product_first' or 'reactants_first', got {cfg.reaction_layout!r}")
+    if cfg.source_views not in ("random", "rooted"):
+        raise Seq2SeqError(f"source_views must be 'random' or 'rooted', got {cfg.source_views!r}")
     if not 0.0 <= cfg.randomize_smiles <= 1.0:
         raise Seq2SeqError(f"randomize_smiles is a probability, got {cfg.randomize_smiles}")
     if n_train < 1 or cfg.batch_size < 1 or cfg.epochs < 1 or cfg.update_freq < 1:
@@ -84,6 +88,7 @@ def seq2seq_args(cfg: Seq2SeqConfig, n_train: int, user_dir: Optional[str] = Non
         "--task", "smiles_seq2seq",
         "--direction", cfg.direction,
         "--reaction-layout", cfg.reaction_layout,
+        "--source-views", cfg.source_views,
         "--source-column", cfg.source_column,
         "--target-column", cfg.target_column,
         "--max-source-positions", str(cfg.max_positions),
