@@ -38,6 +38,7 @@ from bartsmiles.data.atom_mapping import build_root_aligned, read_reaction_lines
 from bartsmiles.data.registry import locate
 from bartsmiles.evaluation.machine import machine_info
 from bartsmiles.evaluation.retro import topk_accuracy
+from bartsmiles.model.checkpoint import safe_load
 from bartsmiles.seq2seq import BartSmilesSeq2Seq
 from bartsmiles.training.seq2seq import Seq2SeqConfig
 
@@ -110,10 +111,20 @@ def _valid_accuracy(run: Path) -> dict[int, float]:
     return out
 
 
+def _checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """(updates, file) of every kept checkpoint, the final one included: fairseq writes no interval
+    checkpoint at the end of training, only checkpoint_last.pt."""
+    found = {int(p.stem.split("_")[-1]): p for p in run.glob("checkpoint_*_*.pt")}
+    last = run / "checkpoint_last.pt"
+    if (run / "done").is_file() and last.is_file():
+        updates = int(safe_load(last)["optimizer_history"][-1]["num_updates"])
+        found.setdefault(updates, last)
+    return sorted(found.items())
+
+
 def score(args, run: Path, sample, results: dict, key: str) -> None:
     products, reactants = [p for p, _ in sample], [r for _, r in sample]
-    for ckpt in sorted(run.glob("checkpoint_*_*.pt"), key=lambda p: int(p.stem.split("_")[-1])):
-        updates = int(ckpt.stem.split("_")[-1])
+    for updates, ckpt in _checkpoints(run):
         done = {p["updates"] for p in results["curves"].setdefault(key, [])}
         if updates in done:
             continue
