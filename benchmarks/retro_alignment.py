@@ -27,7 +27,6 @@ import csv
 import json
 import logging
 import math
-import shutil
 import sys
 import time
 from pathlib import Path

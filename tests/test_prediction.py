@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from bartsmiles.model.prediction import ERROR_COLUMN, predict_rows, predict_table
 from bartsmiles.model.resolve import resolve_checkpoint

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'bartsmiles[serve]'")
 pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the serve extra)")

@@ -2,7 +2,6 @@
 file beside a checkpoint, and ``bartsmiles predict --interval`` on tiny saved estimators."""
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
