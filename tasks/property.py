@@ -54,7 +54,7 @@ from omegaconf import II
 if TYPE_CHECKING:  # pragma: no cover
     from bartsmiles.data.datasets import MolDataset
 import bartsmiles.pretrained
-from bartsmiles.core.chem import model_spelling
+from bartsmiles.core.chem import model_spelling, randomize_smiles
 from bartsmiles.core.metrics import default_metric
 from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.core.vocab import Vocabulary
@@ -124,6 +124,12 @@ class SmilesPropertyConfig(FairseqDataclass):
         metadata={"help": "'canonical': rewrite every SMILES to RDKit's canonical isomeric form before tokenizing "
                           "(training, validation and, through the checkpoint's record, prediction), so that how a "
                           "SMILES was written cannot carry the label; 'as_written': read the SMILES as given"},
+    )
+    randomize_smiles: float = field(
+        default=0.0,
+        metadata={"help": "augmentation: per epoch, rewrite each training molecule as a random (non-canonical) "
+                          "SMILES with this probability (seeded by seed, epoch and molecule); validation, test and "
+                          "prediction keep smiles_form"},
     )
     classification_head_name: str = field(
         default="smiles_property", metadata={"help": "name of the model's classification head"}
@@ -199,6 +205,28 @@ def encode_smiles(
             + "; use on_overflow=truncate to cut them"
         )
     return out, truncated, unk
+
+
+class RandomSpelling:
+    """Training augmentation: molecule ``i`` of ``smiles`` written as a random SMILES in an epoch, with
+    probability ``prob``; the draw depends only on ``(seed, epoch, i)``. Returns the token ids
+    (``[<s>, ids, </s>]``, cut at ``max_positions`` as training truncates), or ``None`` to keep the
+    stored spelling. Picklable, for data-loading workers."""
+
+    def __init__(self, smiles: List[str], vocab: Vocabulary, prob: float, seed: int, max_positions: int):
+        if not 0.0 < prob <= 1.0:
+            raise ValueError(f"randomize_smiles must lie in (0, 1], got {prob}")
+        self.smiles, self.vocab, self.prob, self.seed, self.max_positions = smiles, vocab, prob, seed, max_positions
+
+    def __call__(self, index: int, epoch: int) -> Optional[List[int]]:
+        rng = np.random.default_rng([self.seed, epoch, index])
+        if rng.random() >= self.prob:
+            return None
+        try:
+            tokens = SmilesTokenizer().tokenize(randomize_smiles(self.smiles[index], rng))
+        except (TokenizationError, ValueError):  # a spelling the tokenizer cannot read: keep the stored one
+            return None
+        return self.vocab.encode(tokens, max_positions=self.max_positions, on_overflow="truncate")
 
 
 def load_fairseq_dictionary(path) -> Dictionary:
@@ -332,10 +360,15 @@ class SmilesPropertyTask(FairseqTask):
         if getattr(self, "_report", None) is not None:
             self._report.setdefault("encoding", {})[split] = {"truncated": truncated, "unk_tokens": unk}
             self._write_report()
+        respell = None
+        if split == "train" and float(self.cfg.randomize_smiles) > 0:
+            respell = RandomSpelling(table.smiles, self.vocab, float(self.cfg.randomize_smiles), int(self.cfg.seed),
+                                     int(self.cfg.max_positions))
         self.datasets[split] = PropertyDataset(
             ids, table.labels, pad=self.dictionary.pad(), eos=self.dictionary.eos(),
             shuffle=(split == "train"), seed=self.cfg.seed,
             length_sorted=split != "train" or bool(getattr(self.cfg, "length_sorted_batches", False)),
+            respell=respell,
         )
         logger.info("split %s: %d molecules, %d task(s)", split, len(table), self.n_tasks)
         return self.datasets[split]
@@ -373,5 +406,5 @@ def scaling_arrays(meta: Dict[str, Any]):
 
 
 __all__ = [
-    "SmilesPropertyConfig", "SmilesPropertyTask", "resolve_dict_path", "encode_smiles", "scaling_arrays", "STATE_KEY",
+    "SmilesPropertyConfig", "SmilesPropertyTask", "RandomSpelling", "resolve_dict_path", "encode_smiles", "scaling_arrays", "STATE_KEY",
 ]

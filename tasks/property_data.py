@@ -24,7 +24,7 @@ the speed changes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,10 @@ class PropertyDataset(FairseqDataset):
         shuffle: bool = True,
         seed: int = 1,
         length_sorted: bool = True,
+        respell: Callable[[int, int], Sequence[int] | None] | None = None,
     ):
+        """``respell(index, epoch)``: optional augmentation; it returns other token ids for the
+        molecule in this epoch (a randomized SMILES), or ``None`` to keep the stored ones."""
         super().__init__()
         self.tokens = [torch.as_tensor(np.asarray(t, dtype=np.int64)) for t in tokens]
         n = len(self.tokens)
@@ -60,12 +63,18 @@ class PropertyDataset(FairseqDataset):
         self.pad, self.eos = pad, eos
         self.shuffle, self.seed, self.epoch = shuffle, seed, 1
         self.length_sorted = length_sorted
+        self.respell = respell
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def __getitem__(self, index: int) -> dict:
-        return {"id": index, "source": self.tokens[index], "target": self.labels[index]}
+        tokens = self.tokens[index]
+        if self.respell is not None:
+            other = self.respell(index, self.epoch)
+            if other is not None:
+                tokens = torch.as_tensor(np.asarray(other, dtype=np.int64))
+        return {"id": index, "source": tokens, "target": self.labels[index]}
 
     def num_tokens(self, index: int) -> int:
         return int(self.sizes[index])

@@ -283,3 +283,47 @@ def test_empty_validation_split_is_refused(tmp_path):
     Split(train=list(range(32)), valid=[], test=[], kind="random", seed=0).save(split)
     with pytest.raises(FinetuneError, match="valid split .* is empty"):
         finetune(tiny_cfg(data=csv, save_dir=str(tmp_path / "r"), split=str(split), arch="bartsmiles_tiny"))
+
+
+def test_randomized_smiles_augmentation_is_seeded_and_keeps_the_molecule():
+    """--randomize-smiles: per epoch, a training molecule may be respelled; the draw depends only on
+    (seed, epoch, index), the molecule stays the same, and nothing changes at probability 0."""
+    from rdkit import Chem
+
+    from bartsmiles.core.tokenizer import SmilesTokenizer
+    from bartsmiles.core.vocab import Vocabulary
+    from bartsmiles.tasks.property import RandomSpelling
+    from bartsmiles.tasks.property_data import PropertyDataset
+    from bartsmiles.training.finetuning import finetune_args
+
+    smiles = ["CC(=O)Nc1ccc(O)cc1", "c1ccc2ccccc2c1", "OCC(N)C(=O)O"]
+    tokenizer = SmilesTokenizer()
+    vocab = Vocabulary.build(tokenizer.tokenize(Chem.MolToSmiles(Chem.MolFromSmiles(s), doRandom=True))
+                             for s in smiles * 50)
+    stored = [vocab.encode(tokenizer.tokenize(s)) for s in smiles]
+    always = RandomSpelling(smiles, vocab, 1.0, seed=3, max_positions=128)
+    data = PropertyDataset(stored, np.zeros((3, 1)), pad=vocab.pad, eos=vocab.eos, respell=always)
+    texts = {}
+    for epoch in (1, 2, 3):
+        data.set_epoch(epoch)
+        for i in range(3):
+            ids = data[i]["source"].tolist()
+            assert ids == always(i, epoch)  # the same draw every time it is asked for
+            text = "".join(vocab.symbols[t] for t in ids[1:-1])
+            assert Chem.CanonSmiles(text) == Chem.CanonSmiles(smiles[i])
+            texts.setdefault(i, set()).add(text)
+    assert any(len(t) > 1 for t in texts.values())  # epochs differ
+    half = RandomSpelling(smiles, vocab, 0.5, seed=3, max_positions=128)
+    draws = [half(i, e) is None for i in range(3) for e in range(40)]
+    assert 0.3 < sum(draws) / len(draws) < 0.7
+    assert PropertyDataset(stored, np.zeros((3, 1)), pad=vocab.pad, eos=vocab.eos)[1]["source"].tolist() == stored[1]
+    with pytest.raises(ValueError):
+        RandomSpelling(smiles, vocab, 0.0, seed=3, max_positions=128)
+    cfg = FinetuneConfig(data="d.csv", task_type="regression", arch="bartsmiles_tiny", randomize_smiles=0.5)
+    argv = finetune_args(cfg, n_train=10)
+    assert argv[argv.index("--randomize-smiles") + 1] == "0.5"
+    assert "--randomize-smiles" not in finetune_args(FinetuneConfig(data="d.csv", task_type="regression",
+                                                                    arch="bartsmiles_tiny"), n_train=10)
+    with pytest.raises(FinetuneError):
+        finetune_args(FinetuneConfig(data="d.csv", task_type="regression", arch="bartsmiles_tiny",
+                                     randomize_smiles=1.5), n_train=10)

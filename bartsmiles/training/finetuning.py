@@ -110,6 +110,9 @@ class FinetuneConfig(TrainingConfig):
         "read the SMILES as written instead of rewriting them to RDKit's canonical isomeric form first (the default, "
         "recorded in the checkpoint so that predict does the same): spelling can carry the label (bartsmiles audit)",
         default=False)
+    randomize_smiles: float = _help(
+        "augmentation: per epoch, rewrite each training molecule as a random SMILES with this probability "
+        "(0: off; validation, test and prediction read the canonical form)", default=0.0)
     attention_dropout: float = _help("attention dropout", default=0.1)
     pooler_dropout: float = _help("dropout inside the classification head", default=0.0)
     pos_weight: str = _help("classification: 'auto' (n_neg/n_pos per task), a number, or 'none'", default="none")
@@ -178,6 +181,8 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
         raise FinetuneError("FinetuneConfig.arch is empty (finetune() reads it from the pretrained checkpoint)")
     if cfg.on_overflow not in ("truncate", "error"):
         raise FinetuneError(f"on_overflow must be 'truncate' or 'error', got {cfg.on_overflow!r}")
+    if not 0.0 <= cfg.randomize_smiles <= 1.0:
+        raise FinetuneError(f"randomize_smiles is a probability in [0, 1], got {cfg.randomize_smiles}")
     if n_train < 1 or cfg.batch_size < 1 or cfg.epochs < 1 or cfg.update_freq < 1:
         raise FinetuneError(f"n_train, batch_size, epochs and update_freq must be >= 1 (got {n_train}, "
                             f"{cfg.batch_size}, {cfg.epochs}, {cfg.update_freq})")
@@ -208,6 +213,7 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
         "--max-positions", str(cfg.max_positions),
         "--on-overflow", cfg.on_overflow,
         "--smiles-form", "as_written" if cfg.keep_smiles_as_written else "canonical",
+        *(["--randomize-smiles", str(cfg.randomize_smiles)] if cfg.randomize_smiles > 0 else []),
         "--pos-weight", str(cfg.pos_weight),
         "--regression-target-scaling", cfg.regression_scaling,
         "--metric", metric,
