@@ -40,8 +40,7 @@ except ImportError as _error:  # RDKit is optional where only tokenizing and pre
 
     Chem = RDLogger = MurckoScaffold = _NoRDKit()
 
-from bartsmiles.core.tokenizer import SmilesTokenizer
-from bartsmiles.errors import InvalidSmilesError, TokenizationError
+from bartsmiles.errors import InvalidSmilesError
 
 __all__ = [
     "parse_smiles",
@@ -147,19 +146,14 @@ def canonicalize(smiles: str | Chem.Mol, *, isomeric: bool = True) -> str:
 def model_spelling(smiles: str, mol: Chem.Mol | None = None) -> str:
     """The spelling a fine-tuned model reads: RDKit's canonical isomeric SMILES of ``smiles``.
 
-    Where the regex tokenizer cannot read the canonical form, ``smiles`` itself (stripped) is
-    returned: RDKit writes the bonds of some metal complexes (vitamin B12 in ClinTox) as dative
-    arrows, ``->``/``<-``, which are not SMILES tokens. ``mol``: ``smiles`` already parsed, to skip
+    Where the canonical form has a dative bond, ``smiles`` itself (stripped) is returned: RDKit
+    writes the bonds of some metal complexes (vitamin B12 in ClinTox) as arrows, ``->``/``<-``,
+    which the regex tokenizer has no token for. ``mol``: ``smiles`` already parsed, to skip
     a second parse. Raises :class:`~bartsmiles.errors.InvalidSmilesError` if ``smiles`` does not parse.
     """
     canonical = canonicalize(mol if mol is not None else smiles)
-    if "->" in canonical or "<-" in canonical:  # '>' alone would even tokenize, as a reaction arrow
-        return smiles.strip()
-    try:
-        SmilesTokenizer().tokenize(canonical)
-    except TokenizationError:
-        return smiles.strip()
-    return canonical
+    # the only non-SMILES tokens RDKit writes; '->' would even tokenize, as '-' and a reaction arrow
+    return smiles.strip() if "->" in canonical or "<-" in canonical else canonical
 
 
 def canonicalize_set(smiles: str) -> str:
