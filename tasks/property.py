@@ -82,7 +82,8 @@ class SmilesPropertyConfig(FairseqDataclass):
     smiles_column: str = field(default="smiles", metadata={"help": "name of the SMILES column"})
     target_columns: str = field(
         default="",
-        metadata={"help": "comma-separated label columns; empty: every column except the SMILES column"},
+        metadata={"help": "comma-separated label columns, or a JSON list for names that contain commas; "
+                          "empty: every column except the SMILES column"},
     )
     task_type: TASK_TYPE_CHOICES = field(
         default="classification", metadata={"help": "classification (0/1 labels, BCE) or regression (MSE)"}

@@ -7,6 +7,7 @@ CSVs, into :class:`bartsmiles.data.datasets.MolDataset` tables (invalid rows lef
 The rules are described in :mod:`bartsmiles.tasks.property`, which re-exports everything here.
 """
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
@@ -27,10 +28,19 @@ SPLITS = ("train", "valid", "test")
 
 
 def split_targets(target_columns) -> Optional[List[str]]:
-    """``"a,b"`` -> ``["a", "b"]``; empty -> None (every other column)."""
+    """``"a,b"`` -> ``["a", "b"]``; a JSON list (``'["a, b", "c"]'``, for names that hold
+    commas, as SIDER's do) -> that list; empty -> None (every other column)."""
     if target_columns is None:
         return None
-    if isinstance(target_columns, str):
+    if isinstance(target_columns, str) and target_columns.lstrip().startswith("["):
+        try:
+            parsed = json.loads(target_columns)
+        except json.JSONDecodeError as exc:
+            raise PropertyDataError(f"--target-columns: not a JSON list of column names: {exc}") from None
+        if not isinstance(parsed, list) or not all(isinstance(c, str) for c in parsed):
+            raise PropertyDataError("--target-columns: a JSON value must be a list of column names")
+        names = [c for c in parsed if c.strip()]
+    elif isinstance(target_columns, str):
         names = [c.strip() for c in target_columns.split(",") if c.strip()]
     else:
         names = [str(c) for c in target_columns]

@@ -187,6 +187,25 @@ def test_cli_benchmark(tiny_data, tmp_path, capsys):
     assert np.isfinite(saved["runs"][0]["value"])
 
 
+def test_cli_exit_status_counts_only_its_own_grid(tiny_data, tmp_path, capsys):
+    """Another queue's failure in the shared results file must not stop this queue's script."""
+    from bartsmiles.cli.main import main
+
+    out = tmp_path / "cli" / "b"
+    argv = ["benchmark", "--datasets", "esol", "--models", "ecfp4_rf", "--seeds", "0", "--data-dir",
+            str(tiny_data), "--out", str(out), "--rf-trees", str(TREES), "--no-isolate",
+            "--work-dir", str(tmp_path / "w")]
+    assert main(argv) == 0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    saved["runs"].append(dict(saved["runs"][0], model="bartsmiles", dataset="sider", status="error", value=None,
+                              error="boom"))
+    out.with_suffix(".json").write_text(json.dumps(saved))
+    assert main(argv) == 0
+    cfg = _cfg(tiny_data, tmp_path, models=("bartsmiles",), datasets=("sider",), seeds=(0,))
+    assert [r["error"] for r in benchmark.failed_runs(saved, cfg)] == ["boom"]
+    capsys.readouterr()
+
+
 def test_two_benchmarks_sharing_a_results_file_keep_each_others_runs(tmp_path):
     """Each write merges with the file on disk (under a lock), so concurrent runners lose nothing."""
     path = tmp_path / "shared.json"

@@ -5,9 +5,10 @@ import dataclasses
 
 import pytest
 
-from bartsmiles.errors import FinetuneError
+from bartsmiles.errors import FinetuneError, PropertyDataError
 from bartsmiles.training.config import updates_per_epoch
 from bartsmiles.training.finetuning import FinetuneConfig, finetune_args
+from bartsmiles.tasks.property_table import split_targets
 
 
 def _cfg(**kw) -> FinetuneConfig:
@@ -96,6 +97,16 @@ def test_targets_lr_dropout_seed_and_extra_args():
     assert _value(argv, "--seed") == "7"
     assert _value(argv, "--pos-weight") == "auto"
     assert argv[-2:] == ["--foo", "1"]
+
+
+def test_target_names_with_commas_reach_the_task_whole():
+    """SIDER's labels ("Neoplasms benign, malignant and ...") hold commas: they travel as JSON."""
+    names = ("Hepatobiliary disorders", "Neoplasms benign, malignant and unspecified", "Cardiac disorders")
+    argv = finetune_args(_cfg(target_columns=names), n_train=10, user_dir="/p")
+    assert split_targets(_value(argv, "--target-columns")) == list(names)
+    assert split_targets("a, b") == ["a", "b"]
+    with pytest.raises(PropertyDataError, match="target-columns"):
+        split_targets('["a", 1]')
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from bartsmiles.data.audit import audit as run_audit
 from bartsmiles.data.audit import audit_name
 from bartsmiles.data.registry import locate
 from bartsmiles.errors import MissingExtraError, Seq2SeqError
-from bartsmiles.evaluation.benchmark import BenchmarkConfig, run_benchmark
+from bartsmiles.evaluation.benchmark import BenchmarkConfig, failed_runs, run_benchmark
 from bartsmiles.evaluation.mainjob import MainJobConfig, run_main_job
 from bartsmiles.evaluation.probe import ProbeConfig, run_probe
 from bartsmiles.evaluation.report import summarize
@@ -134,8 +134,7 @@ def benchmark(args: argparse.Namespace) -> int:
     table = summarize(results["runs"])
     print(json.dumps({f"{d}/{s}/{m}": {k: v[k] for k in ("metric", "mean", "std", "n", "wall_s_per_run")}
                       for (d, s, m), v in table.items()}, indent=2))
-    failed = [r for r in results["runs"] if r.get("status") == "error"]
-    return 1 if failed else 0
+    return 1 if failed_runs(results, cfg) else 0
 
 
 def probe(args: argparse.Namespace) -> int:

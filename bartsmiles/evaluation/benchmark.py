@@ -316,6 +316,13 @@ def _child_main(spec_file: str, result_file: str) -> int:
 # ----------------------------------------------------------------------------------- driver
 
 
+def failed_runs(results: dict, cfg: BenchmarkConfig) -> list[dict]:
+    """The runs of ``cfg``'s grid that ended in error. Failures of other grids that share the
+    results file are not this invocation's (the file merges several queues)."""
+    grid = {(m, d, int(s), cfg.split) for m in cfg.models for d in cfg.datasets for s in cfg.seeds}
+    return [r for r in results["runs"] if r.get("status") == "error" and _key(r) in grid]
+
+
 def run_benchmark(cfg: BenchmarkConfig, command: Sequence[str] | None = None) -> dict:
     """Run every (model, dataset, seed) of ``cfg`` not already in ``<out>.json``; write the outputs."""
     cfg.check()

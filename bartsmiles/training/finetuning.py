@@ -203,7 +203,9 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
         "--smiles-column", cfg.smiles_column or "smiles",
     ]
     if cfg.target_columns:
-        args += ["--target-columns", ",".join(cfg.target_columns)]
+        names = list(cfg.target_columns)
+        # SIDER's column names hold commas: those travel as a JSON list (bartsmiles.tasks.property_table.split_targets)
+        args += ["--target-columns", json.dumps(names) if any("," in n for n in names) else ",".join(names)]
     split_file = split_file_path(cfg)
     if split_file:
         args += ["--split-file", split_file]
