@@ -67,6 +67,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from fairseq import utils as fairseq_utils
 
 from bartsmiles.core.chem import canonicalize_set_or_none, parse_smiles
 from bartsmiles.core.reactions import rooted_views
@@ -81,7 +82,7 @@ from bartsmiles.training.runner import fairseq_train
 from bartsmiles.training.seq2seq import Seq2SeqConfig, resolve_config, seq2seq_args
 
 __all__ = ["BartSmilesSeq2Seq", "RetroCandidate", "RetroResult", "retrosynthesis", "merge_candidates",
-           "aggregate_beams", "AGGREGATES", "VIEWS"]
+           "aggregate_beams", "rooted_or_given", "AGGREGATES", "VIEWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _randomized_or_given(smiles: str, rng: np.random.Generator) -> str:
         return smiles
 
 
-def _rooted_or_given(smiles: str, k: int, seed: int) -> list[str]:
+def rooted_or_given(smiles: str, k: int, seed: int) -> list[str]:
     """``k`` rooted spellings of ``smiles``; an input RDKit cannot parse stays as given (``k`` times)."""
     try:
         return rooted_views(smiles, k, seed)
@@ -230,6 +231,19 @@ class BartSmilesSeq2Seq:
         model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
         self.model, self.task, self.checkpoint = model.float().eval(), task, str(path)
 
+    def to(self, device: "str | torch.device", half: bool = False) -> "BartSmilesSeq2Seq":
+        """Move the model to ``device`` (``"cuda"``, ``"cpu"``); generation follows it.
+
+        ``half=True`` casts the weights to float16 (a GPU only; about twice as fast there)."""
+        if self.model is None:
+            raise Seq2SeqError("no model: fit() or load() first")
+        device = torch.device(device)
+        if half and device.type == "cpu":
+            raise Seq2SeqError("half precision needs a GPU")
+        self.model = self.model.to(device)
+        self.model = self.model.half() if half else self.model.float()
+        return self
+
     @property
     def source_views(self) -> str:
         """How the model's training sources were spelled (``random`` or ``rooted``), from its checkpoint."""
@@ -264,6 +278,7 @@ class BartSmilesSeq2Seq:
         gen_args = argparse.Namespace(beam=beam, nbest=n_best, max_len_a=0.0, max_len_b=max_len_b, min_len=1,
                                       lenpen=1.0, unkpen=0.0, temperature=1.0, no_repeat_ngram_size=0)
         generator = self.task.build_generator([self.model], gen_args)
+        device = next(self.model.parameters()).device
         encoded = []
         for i, s in enumerate(smiles):
             try:
@@ -279,6 +294,8 @@ class BartSmilesSeq2Seq:
             lengths = [len(t) for t in tokens]
             ds = self.task.build_dataset_for_inference(tokens, lengths)
             sample = ds.collater([ds[j] for j in range(len(chunk))])
+            if device.type != "cpu":
+                sample = fairseq_utils.move_to_cuda(sample, device)
             hypos = self.task.inference_step(generator, [self.model], sample)
             for row, sample_id in enumerate(sample["id"].tolist()):
                 i = chunk[sample_id]
@@ -316,7 +333,7 @@ class BartSmilesSeq2Seq:
             return []
         with torch.no_grad():
             if views == "rooted":
-                spellings = [list(v) for v in zip(*(_rooted_or_given(s, augment + 1, seed) for s in smiles))]
+                spellings = [list(v) for v in zip(*(rooted_or_given(s, augment + 1, seed) for s in smiles))]
             else:
                 spellings = [smiles]
                 rng = np.random.default_rng(seed)

@@ -334,6 +334,16 @@ def test_save_and_load_round_trip(smoke, tmp_path):
     assert [[s for s, _ in c] for c in a] == [[s for s, _ in c] for c in b]
 
 
+def test_to_a_device_keeps_generation_and_refuses_half_on_cpu(smoke, tmp_path):
+    model, _ = smoke
+    model.save(tmp_path / "m")
+    moved = BartSmilesSeq2Seq.load(tmp_path / "m").to("cpu")
+    a = model.generate(PRODUCTS[:2], beam=2, n_best=2, canonicalize=False)
+    assert moved.generate(PRODUCTS[:2], beam=2, n_best=2, canonicalize=False) == a
+    with pytest.raises(Seq2SeqError, match="GPU"):
+        moved.to("cpu", half=True)
+
+
 def test_overfits_a_handful_of_uspto_reactions(pretrained, tmp_path):
     """8 reactions, train = valid; a working pipeline memorizes them (top-1 exact match)."""
     n = 8
