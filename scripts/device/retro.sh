@@ -12,7 +12,7 @@
 #   python scripts/device/retro_kit.py score DEVICE_OUT
 #
 # Rehearse on a CPU machine with the venv already built (tiny model, a few hundred pairs):
-#   SKIP_DEPS=1 FAIRSEQ_BUILD=none PYTHON=.venv/bin/python ARCH=bartsmiles_tiny PRECISION=fp32 \
+#   SKIP_DEPS=1 FAIRSEQ_BUILD=none PYTHON=$PWD/.venv/bin/python PRETRAINED= ARCH=bartsmiles_tiny PRECISION=fp32 \
 #     MAX_TOKENS=2048 TRAIN_LIMIT=300 TEST_LIMIT=20 OUT=/tmp/devout bash scripts/device/retro.sh 150
 set -euo pipefail
 BUDGET="${1:-600}"
@@ -32,7 +32,7 @@ source "$REPO/scripts/device/setup.sh"
 
 LEFT=$(( BUDGET - $(elapsed) ))
 log "training and generation in the ${LEFT}s left"
-"$PYTHON" "$REPO/scripts/device/retro_device.py" --kit "$KIT/retro" --pretrained "$REPO/pretrained/model.pt" \
+"$PYTHON" "$REPO/scripts/device/retro_device.py" --kit "$KIT/retro" --pretrained "${PRETRAINED-$REPO/pretrained/model.pt}" \
   --out "$OUT" --work "$WORK" --seconds "$LEFT" --arch "${ARCH:-}" --precision "${PRECISION:-fp16}" \
   --max-tokens "${MAX_TOKENS:-32768}" --lr "${LR:-0.0003}" --train-share "${TRAIN_SHARE:-0.72}" \
   --train-limit "${TRAIN_LIMIT:-0}" --test-limit "${TEST_LIMIT:-0}" 2>&1 | tee -a "$OUT/steps.log"

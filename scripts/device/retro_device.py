@@ -32,6 +32,9 @@ from bartsmiles.seq2seq import BartSmilesSeq2Seq
 from bartsmiles.training.seq2seq import Seq2SeqConfig, resolve_config, seq2seq_args
 
 EXPORT_EVERY_S = 90
+#: fairseq's --stop-time-hours counts training time only; its start-up (imports, reading the
+#: pairs, building the model) and the final validation and save come on top
+STARTUP_S = 40
 
 
 def _prepare_data(kit: Path, data: Path, train_limit: int, valid_limit: int) -> int:
@@ -82,7 +85,7 @@ def _train(args, record: dict) -> None:
     argv = seq2seq_args(cfg, n_train) + [
         "--max-tokens", str(args.max_tokens), "--max-update", str(args.max_update),
         "--total-num-update", str(args.max_update), "--warmup-updates", str(args.warmup),
-        "--stop-time-hours", f"{train_seconds / 3600:.5f}", "--save-interval-updates", str(args.save_every),
+        "--stop-time-hours", f"{max(train_seconds - STARTUP_S, 10) / 3600:.5f}", "--save-interval-updates", str(args.save_every),
         "--keep-interval-updates", "1", "--validate-interval-updates", str(args.save_every),
         "--skip-invalid-size-inputs-valid-test"]
     record.update(n_train=n_train, argv=argv, train_seconds_planned=round(train_seconds))
@@ -92,7 +95,7 @@ def _train(args, record: dict) -> None:
     with open(args.out / "stdout.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-c", code, str(args.work / "argv.json")], stdout=log,
                                 stderr=subprocess.STDOUT, cwd=args.work)
-    deadline = t0 + train_seconds + 120
+    deadline = t0 + train_seconds + 15  # fairseq's clock starts after its start-up: stop it ourselves if late
     last_export = time.time()
     while proc.poll() is None:
         time.sleep(2)
@@ -151,7 +154,7 @@ def main() -> int:
     parser.add_argument("--arch", default="", help="'' = the pretrained model's")
     parser.add_argument("--precision", default="fp16", choices=("fp16", "bf16", "fp32"))
     parser.add_argument("--max-tokens", type=int, default=32768)
-    parser.add_argument("--max-update", type=int, default=6000, help="length of the LR schedule")
+    parser.add_argument("--max-update", type=int, default=4000, help="length of the LR schedule")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--save-every", type=int, default=250, help="updates between checkpoints")
@@ -159,7 +162,7 @@ def main() -> int:
     parser.add_argument("--valid-limit", type=int, default=1000)
     parser.add_argument("--test-limit", type=int, default=0, help="first N test products only (rehearsals)")
     parser.add_argument("--gen-chunk", type=int, default=2000, help="views per appended chunk")
-    parser.add_argument("--gen-batch", type=int, default=256, help="sources per beam search batch")
+    parser.add_argument("--gen-batch", type=int, default=512, help="sources per beam search batch")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
