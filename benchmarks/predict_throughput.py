@@ -19,7 +19,7 @@ peak RSS; the streamed phase also samples its RSS every 0.5 s, so that a flat cu
 memory does not grow with the rows read.  Ratios are taken within this one run.  Throughput and
 the time for 1M molecules are extrapolated linearly from ``--n``.  Memory at 1M is not assumed:
 ``--memory-probe`` runs one more streamed phase with many small chunks and records how its RSS
-moves from chunk to chunk (added to the results file as ``memory_probe``).
+moves from chunk to chunk (added to the results file's ``memory_probes``).
 
 Output: ``benchmarks/results/predict_throughput.{json,md}`` (``--out``) with the command,
 machine, date and seeds (no randomness is involved: prediction is deterministic).
@@ -166,8 +166,7 @@ def _markdown(result: dict) -> str:
         f"{result['streamed_rss']['max_second_half_mb']} MB in the second half ({result['settings']['chunk_size']:,}-row "
         "chunks).",
     ]
-    probe = result.get("memory_probe")
-    if probe:
+    for probe in result.get("memory_probes", []):
         lines += _probe_lines(probe)
     lines += [
         "",
@@ -193,12 +192,19 @@ def _probe_lines(probe: dict) -> list[str]:
     per_1000 = slope / rows_per_s * 1e3
     verdict = ("no growth from chunk to chunk in this run" if per_1000 <= 1.0 else
                f"RSS still grows, about {per_1000 * 1e3:.0f} MB per 1M rows if the trend went on")
+    if probe["n"] >= 1_000_000:
+        reach = "1M rows were run."
+    else:  # the measured peak plus the second half's trend carried on to 1M rows (no growth: the peak)
+        at_1m = probe["peak_rss_mb"] + max(per_1000, 0.0) * (1_000_000 - probe["n"]) / 1e3
+        reach = (f"Carried on to 1M rows at that trend (a floor of zero growth), the peak would be about "
+                 f"{at_1m:,.0f} MB (goal: under 1,500 MB); {probe['n']:,} rows were run, not 1M.")
     return [
         f"- Memory probe (`{probe['script_command']}`, {probe['date']}): {probe['n']:,} rows in chunks of "
-        f"{probe['chunk_size']:,} ({-(-probe['n'] // probe['chunk_size'])} chunks). Peak RSS {probe['peak_rss_mb']} MB; "
+        f"{probe['chunk_size']:,} ({-(-probe['n'] // probe['chunk_size'])} chunks), {probe['wall_s']:,} s wall, "
+        f"{probe['mol_per_s_cpu']} molecules per CPU-second. Peak RSS {probe['peak_rss_mb']} MB; "
         f"the highest RSS in each quarter of the run: {', '.join(f'{q:.0f}' for q in quarters)} MB. Least-squares "
         f"trend of the second half: {slope:+.3f} MB/s at {rows_per_s} rows/s ({per_1000:+.2f} MB per 1,000 rows): "
-        f"{verdict}. A short run; 1M rows were not run.",
+        f"{verdict}. {reach}",
     ]
 
 
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="results path without suffix (.json and .md are written)")
     parser.add_argument("--memory-probe", action="store_true",
                         help="only a streamed run (--n rows, --chunk-size), its RSS sampled; added to the existing "
-                             "results file as memory_probe")
+                             "results file's memory_probes")
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -249,9 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.memory_probe:
         result = json.loads(out.with_suffix(".json").read_text())
-        result["memory_probe"] = {
+        probes = result.setdefault("memory_probes", [])
+        if "memory_probe" in result:  # the single probe of earlier runs
+            probes.insert(0, result.pop("memory_probe"))
+        probes.append({
             **probe, "date": started, "machine": machine, "chunk_size": args.chunk_size,
-            "script_command": "python " + " ".join(shlex.quote(a) for a in [str(Path(__file__).relative_to(REPO)), *argv])}
+            "script_command": "python " + " ".join(shlex.quote(a) for a in [str(Path(__file__).relative_to(REPO)), *argv])})
         out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
         out.with_suffix(".md").write_text(_markdown(result))
         print(_markdown(result))
