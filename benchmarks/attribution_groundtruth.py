@@ -183,6 +183,12 @@ def score_methods(frame: pd.DataFrame, model: dict, seed: int, args, methods: li
         start = time.perf_counter()
         results = attributor.attribute(subset, on_delta="ignore", **options)
         seconds = time.perf_counter() - start
+        # atom scores are numbered as in the SMILES the model read (canonical for a canonical model);
+        # the ground truth is numbered as in the pool's SMILES: they must be the same string
+        rewritten = [(s, a.smiles) for s, a in zip(subset, results) if a.smiles != s]
+        if rewritten:
+            raise SystemExit(f"{len(rewritten)} molecule(s) were rewritten before attribution, so atom indices "
+                             f"differ from the ground truth's, e.g. {rewritten[0]}")
         out[name] = {**summarize([(atom_auc(a.atom_scores, t), top_k_hit_rate(a.atom_scores, t))
                                   for a, t in zip(results, truth)]),
                      "method": method, "options": options, "seconds": round(seconds, 2),
