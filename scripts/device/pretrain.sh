@@ -9,18 +9,14 @@
 # logs to $OUT.  It stops at the first failing step.
 #
 # Rehearse on a CPU machine with the venv already built:
-#   SKIP_DEPS=1 PYTHON=.venv/bin/python ARCH=bartsmiles_tiny DEVICE_FLAGS="--cpu" \
+#   SKIP_DEPS=1 PYTHON=$PWD/.venv/bin/python ARCH=bartsmiles_tiny DEVICE_FLAGS="--cpu" \
 #     MAX_TOKENS=4096 TRAIN_LIMIT=20000 OUT=/tmp/devout bash scripts/device/pretrain.sh 120
 set -euo pipefail
 BUDGET="${1:-540}"
 T0=$(date +%s)
 REPO="$(pwd)"
-KIT="${KIT:-$REPO/.devkit}"
+source "$REPO/scripts/device/setup.sh"
 DICT="$REPO/pretrained/dict.txt"
-SITE="${SITE:-/tmp/site}"
-OUT="${OUT:-/tmp/devout}"
-WORK="${WORK:-/tmp/bartsmiles-work}"
-PYTHON="${PYTHON:-python3}"
 ARCH="${ARCH:-bartsmiles_small}"
 DEVICE_FLAGS="${DEVICE_FLAGS:---fp16}"
 MAX_TOKENS="${MAX_TOKENS:-65536}"
@@ -28,12 +24,6 @@ LR="${LR:-0.001}"
 WORKERS="${WORKERS:-$(nproc)}"
 TRAIN_LIMIT="${TRAIN_LIMIT:-0}"      # 0: whole corpus; else the first N SMILES (rehearsals)
 EXPORT_MARGIN="${EXPORT_MARGIN:-70}"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-mkdir -p "$OUT" "$WORK"
-elapsed() { echo $(( $(date +%s) - T0 )); }
-log() { echo "[device +$(elapsed)s] $*" | tee -a "$OUT/steps.log"; }
-
-source "$REPO/scripts/device/setup.sh"
 
 log "binarizing the corpus with $WORKERS workers"
 TRAIN_FILES=("$KIT/data/moses_train.csv.gz" "$KIT/data/uspto50k_train.smi")

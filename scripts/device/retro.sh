@@ -18,16 +18,6 @@ set -euo pipefail
 BUDGET="${1:-600}"
 T0=$(date +%s)
 REPO="$(pwd)"
-KIT="${KIT:-$REPO/.devkit}"
-SITE="${SITE:-/tmp/site}"
-OUT="${OUT:-/tmp/devout}"
-WORK="${WORK:-/tmp/bartsmiles-work}"
-PYTHON="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-mkdir -p "$OUT" "$WORK"
-elapsed() { echo $(( $(date +%s) - T0 )); }
-log() { echo "[device +$(elapsed)s] $*" | tee -a "$OUT/steps.log"; }
-
 source "$REPO/scripts/device/setup.sh"
 
 LEFT=$(( BUDGET - $(elapsed) ))

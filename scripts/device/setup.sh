@@ -1,7 +1,18 @@
 # Sourced by the device scripts (pretrain.sh, retro.sh): report the machine, install the carried
 # wheels, build fairseq-fixed against the machine's torch, and install bartsmiles from the kit's
-# snapshot of the committed tree.  Expects PYTHON, KIT, SITE, WORK, OUT, REPO and a `log` function;
-# leaves the shell in $WORK with BARTSMILES=(python -m bartsmiles.cli) set.
+# snapshot of the committed tree.  Expects REPO and T0 (the start, in seconds); KIT, SITE, OUT,
+# WORK and PYTHON may be set by the caller.  Defines `log`; leaves the shell in $WORK with
+# BARTSMILES=(python -m bartsmiles.cli) set.
+KIT="${KIT:-$REPO/.devkit}"
+SITE="${SITE:-/tmp/site}"
+OUT="${OUT:-/tmp/devout}"
+WORK="${WORK:-/tmp/bartsmiles-work}"
+PYTHON="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+mkdir -p "$OUT" "$WORK"
+elapsed() { echo $(( $(date +%s) - T0 )); }
+log() { echo "[device +$(elapsed)s] $*" | tee -a "$OUT/steps.log"; }
+
 log "machine: $(uname -m), $(nproc) cores"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$OUT/steps.log" || true
 "$PYTHON" -c "import sys, torch, numpy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/steps.log"
