@@ -6,7 +6,8 @@
 scores, substructures, drawings and the command line work the same for all of them.
 
 * ``"ig"`` -- integrated gradients at the encoder's input token embeddings
-  (:mod:`.integrated_gradients`), token scores mapped to atoms; additive.
+  (:mod:`.integrated_gradients`), token scores mapped to atoms; additive (with ``nt_samples``,
+  its SmoothGrad mean over noisy inputs, not additive).
 * ``"mask_occlusion"`` -- ``F(input) - F(input with the atom's token(s) replaced by <mask>)``,
   optionally with its attached bond / branch / ring-closure tokens (:mod:`.occlusion`); not additive.
 * ``"gradient_x_input"`` -- gradient x input embeddings (or x (input - baseline) for a token
@@ -79,6 +80,8 @@ class RunOptions:
     attached: bool
     occlude_decoder: bool
     seed: int
+    nt_samples: int = 0
+    nt_stdev: float = 0.1
 
 
 def check_method(method: str) -> str:
@@ -96,6 +99,8 @@ def _check_options(method: str, opts: RunOptions) -> None:
         raise AttributionError(f"batch_size must be >= 1, got {opts.batch_size}")
     if method == "ig" and int(opts.n_steps) < 2:
         raise AttributionError(f"n_steps must be >= 2 (Captum's integration needs two points), got {opts.n_steps}")
+    if method == "ig" and (int(opts.nt_samples) < 0 or not float(opts.nt_stdev) >= 0):
+        raise AttributionError(f"nt_samples must be >= 0 and nt_stdev >= 0, got {opts.nt_samples} and {opts.nt_stdev}")
     if method == "shapley":
         if opts.estimator not in ESTIMATORS:
             raise AttributionError(f"estimator must be one of {ESTIMATORS}, got {opts.estimator!r}")
@@ -108,6 +113,8 @@ def _check_options(method: str, opts: RunOptions) -> None:
 def _variant(method: str, opts: RunOptions) -> tuple[str, int, bool]:
     """(``Attribution.method``, ``Attribution.n_steps``, additive) for ``method`` run with ``opts``."""
     if method == "ig":
+        if int(opts.nt_samples) > 0:  # SmoothGrad: a mean over noisy inputs, complete for none of them
+            return f"smoothgrad{int(opts.nt_samples)}+{opts.integration}", int(opts.n_steps), False
         return opts.integration, int(opts.n_steps), True
     if method == "mask_occlusion":
         return ("atom+attached" if opts.attached else "atom") + ("+decoder" if opts.occlude_decoder else ""), 1, False
@@ -190,7 +197,8 @@ class _Base:
         if self.method == "ig":
             return integrated_gradients(model, molecules, baseline_id=baseline_id, n_steps=int(opts.n_steps),
                                         method=opts.integration, internal_batch_size=opts.internal_batch_size,
-                                        batch_size=opts.batch_size, replace_specials=opts.replace_specials)
+                                        batch_size=opts.batch_size, replace_specials=opts.replace_specials,
+                                        nt_samples=int(opts.nt_samples), nt_stdev=float(opts.nt_stdev), seed=opts.seed)
         if self.method == "gradient_x_input":
             return gradient_x_input(model, molecules, baseline_id=baseline_id, batch_size=opts.batch_size,
                                     replace_specials=opts.replace_specials)
@@ -308,7 +316,7 @@ class Attributor(_Base):
                   method: str = "gausslegendre", batch_size: Optional[int] = None, replace_specials: bool = False,
                   tolerance: float = 0.05, on_delta: str = "warn", n_samples: int = 25, estimator: str = "sampling",
                   features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
-                  seed: int = 0) -> list[Attribution]:
+                  seed: int = 0, nt_samples: int = 0, nt_stdev: float = 0.1) -> list[Attribution]:
         """One :class:`Attribution` per SMILES (a string is one SMILES), in input order.
 
         Every method: ``target`` -- output index (or task name); ``baselines`` -- ``"pad"`` |
@@ -323,10 +331,12 @@ class Attributor(_Base):
 
         ``ig``: ``n_steps``, ``method`` (Captum's integration rule) and ``internal_batch_size``
         as in Captum (``None``: about :data:`~.integrated_gradients.IG_TOKEN_BUDGET` tokens per
-        pass).  ``mask_occlusion``: ``attached`` -- also mask the atom's bond / branch /
-        ring-closure tokens; ``occlude_decoder`` -- mask the decoder's input too.  ``shapley``:
+        pass); ``nt_samples > 0`` -- SmoothGrad, the mean over that many noisy copies of the input
+        embeddings (noise std ``nt_stdev`` times their range; seeded by ``seed``), not additive.
+        ``mask_occlusion``: ``attached`` -- also mask the atom's bond / branch / ring-closure
+        tokens; ``occlude_decoder`` -- mask the decoder's input too.  ``shapley``:
         ``n_samples`` permutations, ``estimator`` (``"sampling"`` | ``"ablation"``), ``features``
-        (``"tokens"`` | ``"atoms"``), ``seed``.  Options of other methods are ignored.
+        (``"tokens"`` | ``"atoms"``), ``seed`` (also the noise's, for SmoothGrad).  Options of other methods are ignored.
 
         Raises :class:`InvalidSmilesError` (naming the SMILES and its index),
         :class:`SmilesTooLongError` (length and limit), :class:`TargetError`,
@@ -339,7 +349,7 @@ class Attributor(_Base):
                              internal_batch_size=internal_batch_size, replace_specials=replace_specials,
                              tolerance=tolerance, on_delta=on_delta, return_convergence_delta=return_convergence_delta,
                              n_samples=n_samples, estimator=estimator, features=features, attached=attached,
-                             occlude_decoder=occlude_decoder, seed=seed)
+                             occlude_decoder=occlude_decoder, seed=seed, nt_samples=nt_samples, nt_stdev=nt_stdev)
         return self._run(smiles, target=index, target_name=name, quantity=quantity, opts=opts)
 
 
@@ -381,7 +391,7 @@ class NeuronAttributor(_Base):
                   method: str = "gausslegendre", batch_size: Optional[int] = None, replace_specials: bool = False,
                   tolerance: float = 0.05, on_delta: str = "warn", n_samples: int = 25, estimator: str = "sampling",
                   features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
-                  seed: int = 0) -> list[Attribution]:
+                  seed: int = 0, nt_samples: int = 0, nt_stdev: float = 0.1) -> list[Attribution]:
         """One :class:`Attribution` of neuron ``neuron`` per SMILES (arguments as :meth:`Attributor.attribute`)."""
         if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)) or not 0 <= int(neuron) < self.n_neurons:
             raise TargetError(f"neuron {neuron!r} is out of range: the encoder has {self.n_neurons} features "
@@ -392,5 +402,5 @@ class NeuronAttributor(_Base):
                              internal_batch_size=internal_batch_size, replace_specials=replace_specials,
                              tolerance=tolerance, on_delta=on_delta, return_convergence_delta=return_convergence_delta,
                              n_samples=n_samples, estimator=estimator, features=features, attached=attached,
-                             occlude_decoder=occlude_decoder, seed=seed)
+                             occlude_decoder=occlude_decoder, seed=seed, nt_samples=nt_samples, nt_stdev=nt_stdev)
         return self._run(smiles, target=None, target_name=f"neuron {int(neuron)}", quantity=quantity, opts=opts)

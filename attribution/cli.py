@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, default=50, help="ig: integration steps (default 50)")
     p.add_argument("--ig-method", default="gausslegendre", help="ig: Captum integration rule (default gausslegendre)")
     p.add_argument("--internal-batch-size", type=int, default=None, help="ig: Captum internal batch size")
+    p.add_argument("--nt-samples", type=int, default=0,
+                   help="ig: SmoothGrad over this many noisy copies of the input (default 0: plain integrated "
+                        "gradients)")
+    p.add_argument("--nt-stdev", type=float, default=0.1,
+                   help="ig with --nt-samples: noise std as a fraction of the input embeddings' range (default 0.1)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="ig: molecules attributed together (default 16); other methods: most sequences per "
                         "forward pass")
@@ -79,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shapley: Captum ShapleyValueSampling (default) or FeatureAblation")
     p.add_argument("--features", default="tokens", choices=FEATURES,
                    help="shapley: players are tokens (default) or atoms (+ one remainder player)")
-    p.add_argument("--seed", type=int, default=0, help="shapley: seed of the permutations")
+    p.add_argument("--seed", type=int, default=0,
+                   help="shapley: seed of the permutations; ig with --nt-samples: seed of the noise")
     p.add_argument("--tolerance", type=float, default=0.05, help="relative convergence-delta tolerance")
     p.add_argument("--on-delta", default="warn", choices=("warn", "raise", "ignore"),
                    help="above the tolerance: warn (default), fail, or ignore")
@@ -134,7 +140,8 @@ def _attribute(args) -> int:
                   internal_batch_size=args.internal_batch_size, batch_size=args.batch_size,
                   tolerance=args.tolerance, on_delta=args.on_delta, n_samples=args.n_samples,
                   estimator=args.estimator, features=args.features, attached=args.attached,
-                  occlude_decoder=args.occlude_decoder, seed=args.seed)
+                  occlude_decoder=args.occlude_decoder, seed=args.seed, nt_samples=args.nt_samples,
+                  nt_stdev=args.nt_stdev)
     if args.neuron is not None:
         attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision)
         run = lambda batch: attributor.attribute(batch, args.neuron, **common)  # noqa: E731

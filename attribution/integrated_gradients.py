@@ -31,6 +31,12 @@ error), returned per molecule and checked against ``tolerance * max(|F(E) - F(B)
 above it :class:`ConvergenceWarning` is issued (``on_delta="warn"``) or
 :class:`ConvergenceError` raised (``"raise"``).  More steps (``n_steps``) shrink it.
 
+**SmoothGrad** (``nt_samples > 0``; Captum's :class:`~captum.attr.NoiseTunnel`): the attribution
+is the mean of integrated gradients at ``nt_samples`` noisy copies of ``E`` (Gaussian noise of
+standard deviation ``nt_stdev`` times the range of the batch's input embeddings, the SmoothGrad
+paper's "noise level"), towards the same baseline.  Each copy is complete for its own noisy
+input, not for ``E``, so the mean is not additive: ``delta`` reports the gap.
+
 Token scores return to atoms through :mod:`bartsmiles.attribution.mapping` and to substructures
 through :mod:`bartsmiles.attribution.substructures`.
 """
@@ -39,7 +45,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-from captum.attr import IntegratedGradients
+from captum.attr import IntegratedGradients, NoiseTunnel
 
 from .inputs import Molecule, ScoreModel, baseline_ids, make_batch
 from .result import MethodScores
@@ -53,13 +59,16 @@ IG_TOKEN_BUDGET = 8192
 
 def integrated_gradients(model: ScoreModel, molecules: Sequence[Molecule], *, baseline_id: int, n_steps: int,
                          method: str, internal_batch_size: Optional[int], batch_size: int,
-                         replace_specials: bool) -> list[MethodScores]:
+                         replace_specials: bool, nt_samples: int = 0, nt_stdev: float = 0.1,
+                         seed: int = 0) -> list[MethodScores]:
     """Integrated gradients of ``model.score`` for each molecule, in input order.
 
     ``batch_size`` molecules are integrated together (input order); ``internal_batch_size`` rows
     per forward/backward pass (``None``: about :data:`IG_TOKEN_BUDGET` tokens per pass).  Per
     molecule: token scores (token index space) = the attribution summed over the embedding
     dimension at positions ``1 .. n_tokens``; specials at positions 0 and ``n_tokens + 1``.
+    ``nt_samples > 0``: SmoothGrad over that many noisy copies (module docstring), the noise drawn
+    from a generator seeded with ``seed`` per batch, so results repeat.
     """
     ig = IntegratedGradients(model.score)
     step = max(1, int(batch_size))
@@ -75,11 +84,26 @@ def integrated_gradients(model: ScoreModel, molecules: Sequence[Molecule], *, ba
         rows = internal_batch_size
         if rows is None:  # bound memory: Captum would otherwise run len(chunk) * n_steps rows at once
             rows = max(len(chunk), IG_TOKEN_BUDGET // max(1, int(batch.src.shape[1])))
-        attr, delta = ig.attribute(x, baselines=b, additional_forward_args=args, n_steps=int(n_steps),
-                                   method=method, internal_batch_size=rows, return_convergence_delta=True)
-        per_position = attr.sum(dim=-1).detach().double().cpu().numpy()
-        delta = delta.detach().double().cpu().numpy().reshape(-1)
-        fx, fb = fx.double().cpu().numpy(), fb.double().cpu().numpy()
+        if nt_samples > 0:
+            # Captum draws the noise with torch's global generator: seed it, and restore its state after
+            state = torch.random.get_rng_state()
+            torch.manual_seed(int(seed) + start)
+            try:
+                stdev = float(nt_stdev) * float(x.max() - x.min())
+                attr = NoiseTunnel(ig).attribute(x, nt_type="smoothgrad", nt_samples=int(nt_samples), stdevs=stdev,
+                                                 baselines=b, additional_forward_args=args, n_steps=int(n_steps),
+                                                 method=method, internal_batch_size=rows)
+            finally:
+                torch.random.set_rng_state(state)
+            per_position = attr.sum(dim=-1).detach().double().cpu().numpy()
+            fx, fb = fx.double().cpu().numpy(), fb.double().cpu().numpy()
+            delta = per_position.sum(axis=1) - (fx - fb)  # padding positions score exactly zero
+        else:
+            attr, delta = ig.attribute(x, baselines=b, additional_forward_args=args, n_steps=int(n_steps),
+                                       method=method, internal_batch_size=rows, return_convergence_delta=True)
+            per_position = attr.sum(dim=-1).detach().double().cpu().numpy()
+            delta = delta.detach().double().cpu().numpy().reshape(-1)
+            fx, fb = fx.double().cpu().numpy(), fb.double().cpu().numpy()
         for r, mol in enumerate(chunk):
             scores = per_position[r, : len(mol.ids)]
             out.append(MethodScores(token_scores=scores[1:-1].copy(),

@@ -171,6 +171,25 @@ def test_more_steps_shrink_the_delta_and_the_check_fires(attributor):
         attributor.attribute(smiles, n_steps=2, method="riemann_left", tolerance=1e-9, on_delta="ignore")
 
 
+def test_smoothgrad_is_ig_without_noise_seeded_with_it_and_not_additive(attributor, probes):
+    smiles = PROBES[:3]
+    quiet = attributor.attribute(smiles, n_steps=32, nt_samples=2, nt_stdev=0.0)
+    for a, ig in zip(quiet, probes):
+        np.testing.assert_allclose(a.token_scores, ig.token_scores, atol=1e-5)
+        assert a.method == "smoothgrad2+gausslegendre" and a.converged is None
+    noisy = attributor.attribute(smiles, n_steps=8, nt_samples=3, nt_stdev=0.2, seed=1)
+    again = attributor.attribute(smiles, n_steps=8, nt_samples=3, nt_stdev=0.2, seed=1)
+    other = attributor.attribute(smiles, n_steps=8, nt_samples=3, nt_stdev=0.2, seed=2)
+    for a, b, c, ig in zip(noisy, again, other, probes):
+        np.testing.assert_array_equal(a.token_scores, b.token_scores)
+        assert not np.allclose(a.token_scores, c.token_scores)
+        assert not np.allclose(a.token_scores, ig.token_scores, atol=1e-3)
+        assert a.output == pytest.approx(ig.output, abs=1e-6)  # the noise never touches the output reported
+        assert a.total == pytest.approx(a.output - a.baseline_output + a.delta, abs=1e-5)
+    with pytest.raises(AttributionError, match="nt_samples"):
+        attributor.attribute(smiles, nt_samples=-1)
+
+
 # --------------------------------------------------------------------------------- bad inputs
 
 
