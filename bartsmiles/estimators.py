@@ -37,6 +37,10 @@ Parameters (stored as given, as scikit-learn requires; ``get_params``/``set_para
 ``keep_smiles_as_written``
     ``False`` (default): SMILES are rewritten to RDKit's canonical isomeric form before training and
     prediction, so that how a SMILES was written cannot carry the label. ``True``: read as given.
+``head_input``
+    ``"decoder_eos"`` (default, the BART recipe): the head reads the decoder's final ``</s>`` state.
+    ``"encoder_mean"``: it reads the mean-pooled encoder output and the decoder is never run, so
+    fitting and prediction cost about half as much (:mod:`bartsmiles.tasks.property_head`).
 ``work_dir``
     folder for the runs (one ``fit-*`` subfolder per fit). ``None``: a temporary folder that is
     deleted when the estimator is garbage-collected -- use :meth:`save` to keep a model.
@@ -270,6 +274,7 @@ class _BartSmilesEstimator(BaseEstimator):
             seed=int(self.seed), pos_weight="none" if pos_weight is None else str(pos_weight),
             keep_last_epochs=-1 if self.average_last else 1, cpu=self.cpu, score_test=False,
             progress=bool(self.progress), keep_smiles_as_written=bool(self.keep_smiles_as_written),
+            head_input=str(self.head_input),
         )
 
     # -- fit ---------------------------------------------------------------------------------
@@ -509,7 +514,7 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
                  seed=1, pos_weight="none", average_last=0, grid=None, valid_fraction=0.1, work_dir=None,
-                 cpu=None, progress=True, keep_smiles_as_written=False, n_models=1):
+                 cpu=None, progress=True, keep_smiles_as_written=False, n_models=1, head_input="decoder_eos"):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -526,6 +531,7 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
         self.progress = progress
         self.keep_smiles_as_written = keep_smiles_as_written
         self.n_models = n_models
+        self.head_input = head_input
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, one_d = self._labels_2d(y)
@@ -642,7 +648,7 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
                  seed=1, average_last=0, grid=None, valid_fraction=0.1, work_dir=None, cpu=None, progress=True,
-                 keep_smiles_as_written=False, n_models=1):
+                 keep_smiles_as_written=False, n_models=1, head_input="decoder_eos"):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -658,6 +664,7 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
         self.progress = progress
         self.keep_smiles_as_written = keep_smiles_as_written
         self.n_models = n_models
+        self.head_input = head_input
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, _ = self._labels_2d(y)

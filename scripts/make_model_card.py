@@ -112,7 +112,6 @@ def main() -> int:
     total_tokens = float(meta.get("tokens_seen") or sum(p["tokens"] for p in phases))
     objective = meta.get("objective") or {"name": "denoising"}
     with_descriptors = "descriptors" in str(objective.get("name"))
-    last_valid = next((p["valid"][-1] for p in reversed(phases) if p["valid"]), None)
 
     phase_rows = [
         f"| {p['label']} | {p['hardware']} | {p['updates']} | {p['tokens']/1e6:.1f}M | {p['wall']/60:.1f} min | "

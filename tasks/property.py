@@ -15,7 +15,9 @@ The tables are read and checked by :mod:`bartsmiles.tasks.property_table` (re-ex
 Model: fairseq's BART (any ``bartsmiles_*`` architecture) with a classification head of one
 output per target column (``register_classification_head``), as fairseq's
 ``sentence_prediction`` does.  The encoder reads ``[<s>, ids, </s>]``; the decoder reads the same
-sequence shifted right by one; the head reads the decoder state at the final ``</s>``.
+sequence shifted right by one; the head reads the decoder state at the final ``</s>``
+(``--head-input decoder_eos``, the recipe), or the mean-pooled encoder output without running the
+decoder (``--head-input encoder_mean``; :mod:`bartsmiles.tasks.property_head`).
 
 The dictionary is ``--dict``, else ``dict.txt`` beside the ``--restore-file`` checkpoint, else in
 the data folder (or beside the CSV), else the shipped ``pretrained/dict.txt``.  ``<mask>`` is
@@ -62,6 +64,7 @@ from bartsmiles.errors import PropertyDataError, SequenceTooLongError, Tokenizat
 
 from .architectures import MAX_POSITIONS
 from .property_data import PropertyDataset
+from .property_head import HEAD_INPUTS, use_head_input
 from .property_table import check_trainable, label_statistics, read_property_splits
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ TASK_TYPE_CHOICES = ChoiceEnum(["classification", "regression"])
 OVERFLOW_CHOICES = ChoiceEnum(["truncate", "error"])
 SCALING_CHOICES = ChoiceEnum(["standardize", "none"])
 SMILES_FORM_CHOICES = ChoiceEnum(["canonical", "as_written"])
+HEAD_INPUT_CHOICES = ChoiceEnum(list(HEAD_INPUTS))
 STATE_KEY = "bartsmiles"
 
 
@@ -134,6 +138,12 @@ class SmilesPropertyConfig(FairseqDataclass):
     )
     classification_head_name: str = field(
         default="smiles_property", metadata={"help": "name of the model's classification head"}
+    )
+    head_input: HEAD_INPUT_CHOICES = field(
+        default="decoder_eos",
+        metadata={"help": "what the head reads: 'decoder_eos', the decoder state at the final </s> (the BART "
+                          "recipe), or 'encoder_mean', the mean-pooled encoder output, without running the decoder "
+                          "(about half the cost of training and prediction)"},
     )
     seed: int = II("common.seed")
     restore_file: str = II("checkpoint.restore_file")
@@ -294,6 +304,7 @@ class SmilesPropertyTask(FairseqTask):
             "max_positions": int(cfg.max_positions),
             "dictionary": list(dictionary.symbols),
             "classification_head_name": cfg.classification_head_name,
+            "head_input": str(cfg.head_input),
             **label_statistics(train, task_type, cfg.pos_weight, str(cfg.regression_target_scaling)),
         }
         invalid = sorted({r.row for d in splits.values() for r in d.invalid})
@@ -385,7 +396,13 @@ class SmilesPropertyTask(FairseqTask):
         if not hasattr(model, "register_classification_head"):
             raise TypeError(f"smiles_property needs a BART model (--arch bartsmiles_*), got {type(model).__name__}")
         model.register_classification_head(self.cfg.classification_head_name, num_classes=self.n_tasks)
-        return model
+        return use_head_input(model, self.head_input)
+
+    @property
+    def head_input(self) -> str:
+        """What the head reads (:mod:`bartsmiles.tasks.property_head`), from the checkpoint's record;
+        a checkpoint written before the record existed reads the decoder (``decoder_eos``)."""
+        return str(self.meta.get("head_input", "decoder_eos"))
 
     def max_positions(self):
         return self.cfg.max_positions

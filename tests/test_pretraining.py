@@ -368,7 +368,7 @@ def test_two_cpu_workers_split_the_epoch(data_dir, corpus_files, tmp_path, descr
     assert proc.returncode == 0, proc.stdout[-2000:] + logs
     for rank in range(2):
         log = (save / "logs" / f"rank{rank}.log").read_text()
-        assert f"initialized host" in log and f"rank {rank}" in log
+        assert "initialized host" in log and f"rank {rank}" in log
     per_rank, batches = [], []
     for rank in range(2):
         path = ids_dir / f"rank{rank}.ids"

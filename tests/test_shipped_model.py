@@ -53,7 +53,7 @@ def test_reconstructs_masked_smiles(model):
     """Teacher-forced cross-entropy of the clean target given a 30%-masked source."""
     rng = np.random.default_rng(0)
     task, net = model.task, model.model
-    mask, pad, eos = task.source_dictionary.index("<mask>"), task.source_dictionary.pad(), task.source_dictionary.eos()
+    mask, eos = task.source_dictionary.index("<mask>"), task.source_dictionary.eos()
     losses = []
     for ids in model.encode_ids(SMILES):
         src = list(ids)

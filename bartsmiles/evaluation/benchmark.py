@@ -8,6 +8,10 @@ Models
     :func:`bartsmiles.training.finetuning.finetune` from a pretrained checkpoint (``pretrained`` in the
     fine-tuning settings: a ``.pt`` file or a model folder holding ``model.pt``), scored on the
     test split with the best-validation checkpoint. The run's seed is fairseq's ``--seed``.
+``bartsmiles_encoder_mean``
+    The same fine-tuning from the pretrained checkpoint with ``head_input="encoder_mean"``: the head
+    reads the mean-pooled encoder output and the decoder is never run
+    (:mod:`bartsmiles.tasks.property_head`).
 ``bartsmiles_random_init``
     The same fine-tuning with no pretrained weights. When a pretrained model is given its
     shape (arch and sizes) and dictionary are used, so the two differ only in the weights.
@@ -98,7 +102,9 @@ __all__ = ["BenchmarkConfig", "run_benchmark", "run_one"]
 
 logger = logging.getLogger(__name__)
 
-_FINETUNE_MODELS = ("bartsmiles", "bartsmiles_random_init")
+_FINETUNE_MODELS = ("bartsmiles", "bartsmiles_encoder_mean", "bartsmiles_random_init")
+#: the fine-tuned models that start from the pretrained checkpoint
+_PRETRAINED_FINETUNES = ("bartsmiles", "bartsmiles_encoder_mean")
 _FROZEN_MODELS = ("bartsmiles_frozen", "bartsmiles_frozen_random_init")
 
 
@@ -109,7 +115,8 @@ class BenchmarkConfig:
 
     datasets: tuple[str, ...] = help_field("registered dataset names", default=("bbbp",))
     models: tuple[str, ...] = help_field(
-        "ecfp4_rf, bartsmiles, bartsmiles_random_init, bartsmiles_frozen, bartsmiles_frozen_random_init, chemprop",
+        "ecfp4_rf, bartsmiles, bartsmiles_encoder_mean, bartsmiles_random_init, bartsmiles_frozen, "
+        "bartsmiles_frozen_random_init, chemprop",
         default=("ecfp4_rf",))
     seeds: tuple[int, ...] = help_field("seeds", default=(0, 1, 2))
     split: str = help_field("split kind: scaffold | random", default="scaffold", choices=SPLIT_KINDS)
@@ -201,8 +208,8 @@ def _run_frozen(spec: dict) -> dict:
 def _run_finetune(spec: dict) -> dict:
     settings = dict(spec.get("finetune") or {})
     source = _pretrained_file(str(settings.pop("pretrained", "") or ""))
-    if spec["model"] == "bartsmiles" and not source:
-        raise ValueError("model 'bartsmiles' needs a pretrained checkpoint (--model PATH or "
+    if spec["model"] in _PRETRAINED_FINETUNES and not source:
+        raise ValueError(f"model {spec['model']!r} needs a pretrained checkpoint (--model PATH or "
                          "finetune.pretrained in the config); the shipped model is not there yet")
     save_dir = Path(spec["work_dir"]) / f"{spec['model']}_{spec['dataset']}_{spec['split']}_seed{spec['seed']}"
     if save_dir.exists():
@@ -214,8 +221,10 @@ def _run_finetune(spec: dict) -> dict:
     cfg_kw.setdefault("progress", False)  # each run logs to its own file
     cfg_kw.update(data=spec["dataset"], data_dir=spec.get("data_dir") or "", split=spec["split"],
                   split_seed=spec["seed"], seed=spec["seed"], save_dir=str(save_dir))
-    if spec["model"] == "bartsmiles":
+    if spec["model"] in _PRETRAINED_FINETUNES:
         cfg_kw["pretrained"] = source
+        if spec["model"] == "bartsmiles_encoder_mean":
+            cfg_kw["head_input"] = "encoder_mean"
     else:
         cfg_kw["pretrained"] = ""
         if source:  # same shape and dictionary as the pretrained model, fresh weights
@@ -241,7 +250,8 @@ def _run_finetune(spec: dict) -> dict:
             "settings": {k: v for k, v in resolved.items()
                          if k in ("pretrained", "arch", "epochs", "lr", "batch_size", "dropout", "seed",
                                   "warmup_ratio", "weight_decay", "clip_norm", "pos_weight", "dict",
-                                  "regression_scaling", "max_positions", "update_freq", "model_args")}}
+                                  "regression_scaling", "max_positions", "update_freq", "model_args",
+                                  "head_input")}}
 
 
 def run_one(spec: dict) -> dict:

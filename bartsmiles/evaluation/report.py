@@ -18,7 +18,7 @@ __all__ = ["MODELS", "summarize", "write_markdown", "write_plot", "load_results"
 
 RESULTS_SCHEMA = 1
 #: Every model the runner (:mod:`bartsmiles.evaluation.benchmark`) knows, in the order tables show them.
-MODELS = ("ecfp4_rf", "bartsmiles", "bartsmiles_random_init", "bartsmiles_frozen",
+MODELS = ("ecfp4_rf", "bartsmiles", "bartsmiles_encoder_mean", "bartsmiles_random_init", "bartsmiles_frozen",
           "bartsmiles_frozen_random_init", "chemprop")
 
 

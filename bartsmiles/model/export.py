@@ -255,7 +255,7 @@ def load_source(model: str | os.PathLike | None = None) -> ExportSource:
         task = {"task_names": list(meta["task_names"]), "task_type": str(meta["task_type"]),
                 "target_mean": _float_list(meta.get("target_mean")), "target_std": _float_list(meta.get("target_std")),
                 "classification_head_name": str(meta["classification_head_name"]), "metric": meta.get("metric"),
-                "smiles_form": predictor.task.smiles_form}
+                "smiles_form": predictor.task.smiles_form, "head_input": predictor.task.head_input}
         kind = "property"
     else:
         loaded = load_pretrained(path)
@@ -277,6 +277,13 @@ def _float_list(value: Any) -> list[float] | None:
     if value is None:
         return None
     return [float(v) for v in np.atleast_1d(np.asarray(value, dtype=np.float64))]
+
+
+def _check_hf_head(source: ExportSource) -> None:
+    """transformers' ``BartForSequenceClassification`` reads the decoder: refuse an encoder-mean head."""
+    if source.task is not None and source.task.get("head_input") == "encoder_mean":
+        raise ExportError(f"{source.path}: its head reads the mean-pooled encoder output (head_input=encoder_mean), "
+                          "which BartForSequenceClassification cannot express; export it with --format onnx")
 
 
 def _check_mappable(source: ExportSource) -> None:
@@ -363,6 +370,7 @@ def _task_description(source: ExportSource) -> dict[str, Any] | None:
     form = task.get("smiles_form", "as_written")
     return {"task_names": task["task_names"], "task_type": task["task_type"], "target_scaling": scaling,
             "predictions": rule, "metric": task.get("metric"), "smiles_form": form,
+            "head_input": task.get("head_input", "decoder_eos"),
             "input": ("rewrite each SMILES to RDKit's canonical isomeric form (Chem.MolToSmiles(Chem.MolFromSmiles(s))) "
                       "before tokenizing, as the model was trained" if form == "canonical"
                       else "tokenize each SMILES as written")}
@@ -397,6 +405,7 @@ def hf_config(source: ExportSource):
     """The ``transformers.BartConfig`` of ``source`` (with ``num_labels`` etc. for a property model)."""
     transformers = _transformers()
     _check_mappable(source)
+    _check_hf_head(source)
     args, encoder, decoder = source.args, source.model.encoder, source.model.decoder
     kwargs: dict[str, Any] = dict(
         vocab_size=len(source.symbols),
@@ -616,6 +625,7 @@ def export_hf(model: str | os.PathLike | None | ExportSource, out_dir: str | os.
     _transformers()
     source = model if isinstance(model, ExportSource) else load_source(model)
     _check_mappable(source)
+    _check_hf_head(source)
     folder = _prepare_folder(source, out_dir, ("config.json", "model.safetensors", "tokenizer.json", EXPORT_JSON))
     hf_model = _hf_model(source)
     with _quiet_transformers():
@@ -643,7 +653,8 @@ class FeaturesGraph(nn.Module):
     Positions with ``attention_mask`` 0 are set to ``<pad>`` before the encoder (fairseq derives its
     padding mask from the tokens); the decoder input is the input rolled right by one with
     ``</s>`` first and padding kept (the property task's collater); the head reads the decoder
-    state at the last real position, which is the ``</s>`` every encoded SMILES ends with.
+    state at the last real position, which is the ``</s>`` every encoded SMILES ends with -- or,
+    for a model with ``head_input="encoder_mean"``, reads ``features`` and never runs the decoder.
     """
 
     def __init__(self, source: ExportSource) -> None:
@@ -652,6 +663,7 @@ class FeaturesGraph(nn.Module):
         self.pad, self.eos = 1, 2
         task = source.task or {}
         self.classification = task.get("task_type") == "classification"
+        self.encoder_head = task.get("head_input") == "encoder_mean"
         mean, std = task.get("target_mean"), task.get("target_std")
         self.register_buffer("target_mean", torch.tensor(mean if mean is not None else [0.0], dtype=torch.float32))
         self.register_buffer("target_std", torch.tensor(std if std is not None else [1.0], dtype=torch.float32))
@@ -665,6 +677,10 @@ class FeaturesGraph(nn.Module):
         features = (states * weights).sum(1) / weights.sum(1)
         if self.head is None:
             return features
+        if self.encoder_head:
+            logits = self.head(features)
+            predictions = torch.sigmoid(logits) if self.classification else logits * self.target_std + self.target_mean
+            return features, logits, predictions
         prev = torch.cat([torch.full_like(tokens[:, :1], self.eos), tokens[:, :-1]], dim=1)
         prev = torch.where(keep, prev, torch.full_like(prev, self.pad))
         decoded, _ = self.decoder(prev, encoder_out=encoded, features_only=True)

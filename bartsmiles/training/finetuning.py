@@ -55,6 +55,7 @@ from bartsmiles.model.checkpoint import load_fairseq_state
 from bartsmiles.model.predictor import PropertyPredictor
 from bartsmiles.model.uncertainty import Calibration, forget_calibration, save_calibration
 from bartsmiles.tasks import USER_DIR
+from bartsmiles.tasks.property_head import HEAD_INPUTS
 from bartsmiles.tasks.property_table import check_trainable, read_property_splits
 from bartsmiles.training.config import (
     RESET_FLAGS,
@@ -115,6 +116,10 @@ class FinetuneConfig(TrainingConfig):
         "(0: off; validation, test and prediction read the canonical form)", default=0.0)
     attention_dropout: float = _help("attention dropout", default=0.1)
     pooler_dropout: float = _help("dropout inside the classification head", default=0.0)
+    head_input: str = _help("what the head reads: 'decoder_eos' (the decoder state at the final </s>, the BART recipe) "
+                            "or 'encoder_mean' (the mean-pooled encoder output; the decoder is never run, about half "
+                            "the cost of training and prediction)", default="decoder_eos",
+                            choices=HEAD_INPUTS)
     pos_weight: str = _help("classification: 'auto' (n_neg/n_pos per task), a number, or 'none'", default="none")
     regression_scaling: str = _help("regression targets: 'standardize' (train mean/std) or 'none'", default="standardize")
     metric: str = _help("validation metric: roc_auc | prc_auc | rmse; empty: by task type (roc_auc, rmse)", default="")
@@ -179,6 +184,8 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
         raise FinetuneError(f"task_type must be 'classification' or 'regression', got {cfg.task_type!r}")
     if not cfg.arch:
         raise FinetuneError("FinetuneConfig.arch is empty (finetune() reads it from the pretrained checkpoint)")
+    if cfg.head_input not in HEAD_INPUTS:
+        raise FinetuneError(f"head_input must be one of {', '.join(HEAD_INPUTS)}, got {cfg.head_input!r}")
     if cfg.on_overflow not in ("truncate", "error"):
         raise FinetuneError(f"on_overflow must be 'truncate' or 'error', got {cfg.on_overflow!r}")
     if not 0.0 <= cfg.randomize_smiles <= 1.0:
@@ -225,6 +232,7 @@ def finetune_args(cfg: FinetuneConfig, n_train: int, user_dir: Optional[str] = N
         "--dropout", str(cfg.dropout),
         "--attention-dropout", str(cfg.attention_dropout),
         "--pooler-dropout", str(cfg.pooler_dropout),
+        "--head-input", cfg.head_input,
         *cfg.optimizer_args(total),
         "--max-epoch", str(cfg.epochs),
         "--max-update", str(total),
