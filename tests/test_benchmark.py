@@ -159,12 +159,15 @@ def test_bartsmiles_needs_a_model(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_finetuned_models_with_a_tiny_model(tiny_data, tmp_path):
     model = make_fixtures.build_untrained_model(tmp_path / "tiny")
-    cfg = _cfg(tiny_data, tmp_path, models=("bartsmiles", "bartsmiles_random_init"), datasets=("bbbp",),
-               seeds=(0,), finetune={"pretrained": str(model), "epochs": 1, "batch_size": 16, "lr": 1e-3,
-                                     "log_interval": 100, "cpu": True})
+    cfg = _cfg(tiny_data, tmp_path, models=("bartsmiles", "bartsmiles_encoder_mean", "bartsmiles_random_init"),
+               datasets=("bbbp",), seeds=(0,),
+               finetune={"pretrained": str(model), "epochs": 1, "batch_size": 16, "lr": 1e-3, "log_interval": 100,
+                         "cpu": True})
     runs = run_benchmark(cfg, command=["ft"])["runs"]
-    assert [r["status"] for r in runs] == ["ok", "ok"], [r.get("error") for r in runs]
-    pre, rand = runs
+    assert [r["status"] for r in runs] == ["ok", "ok", "ok"], [r.get("error") for r in runs]
+    pre, enc, rand = runs
+    assert pre["settings"]["head_input"] == "decoder_eos" and enc["settings"]["head_input"] == "encoder_mean"
+    assert enc["settings"]["pretrained"] == pre["settings"]["pretrained"]
     assert pre["settings"]["pretrained"].endswith("model.pt") and rand["settings"]["pretrained"] == ""
     assert rand["settings"]["arch"] == pre["settings"]["arch"] == "bartsmiles_tiny"
     assert rand["settings"]["dict"] == str(model / "dict.txt")
