@@ -8,7 +8,8 @@ settings recorded next to each number; a method's default settings are used unle
 Shapley sampling runs 10 permutations here (the default is 25): its time grows linearly with
 ``n_samples`` (one forward pass per player per permutation), so 25 take about 2.5 times as long.
 
-Writes ``OUT/attribution_speed.json``: the machine (:func:`bartsmiles.evaluation.machine.machine_info`),
+Writes ``OUT/attribution_speed.json`` (``attribution_speed_encoder_mean.json`` with ``--head-input
+encoder_mean``, a model whose head reads the pooled encoder, so no decoder runs): the machine (:func:`bartsmiles.evaluation.machine.machine_info`),
 the command, torch threads, the molecules (count, mean atoms and tokens), per method the seconds
 and molecules/s, and each method's speed relative to the ECFP4 + RF map.
 
@@ -105,8 +106,10 @@ def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
     result = finetune(FinetuneConfig(
         data=str(work / "data"), pretrained="" if args.smoke else args.pretrained,
         arch="bartsmiles_tiny" if args.smoke else "", save_dir=str(work / "run"), epochs=1, batch_size=32,
-        lr=1e-4, keep_last_epochs=1, cpu=True, num_workers=0, log_interval=100, score_test=False, progress=False))
+        lr=1e-4, keep_last_epochs=1, cpu=True, num_workers=0, log_interval=100, score_test=False, progress=False,
+        head_input=args.head_input))
     return result.best_checkpoint, {"task": "aromatic nitrogen (SMARTS n)", "n_train": args.n_train,
+                                    "head_input": args.head_input,
                                     "n_valid": len(frame) - args.n_train, "epochs": 1,
                                     "pretrained": "" if args.smoke else args.pretrained,
                                     "seconds": round(time.perf_counter() - start, 1),
@@ -154,6 +157,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=",".join(name for name, _, _ in RUNS), help="comma-separated names of RUNS")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--work-dir", default="runs/attribution_speed", help="fine-tuning data and checkpoint")
+    p.add_argument("--head-input", default="decoder_eos", choices=("decoder_eos", "encoder_mean"),
+                   help="what the fine-tuned model's head reads (bartsmiles.tasks.property_head); encoder_mean "
+                        "writes attribution_speed_encoder_mean.json")
     p.add_argument("--smoke", action="store_true", help="tiny random-init model, 6 molecules, cheap settings")
     args = p.parse_args(argv)
     if args.smoke:
@@ -195,7 +201,8 @@ def main(argv=None) -> int:
                   for name, r in runs.items()} if "ecfp_rf" in runs else {}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "attribution_speed.json").write_text(json.dumps(report, indent=2, default=str))
+    name = "attribution_speed.json" if args.head_input == "decoder_eos" else f"attribution_speed_{args.head_input}.json"
+    (out / name).write_text(json.dumps(report, indent=2, default=str))
     return 0
 
 

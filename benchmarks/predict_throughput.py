@@ -142,7 +142,8 @@ def _markdown(result: dict) -> str:
         "CPU-time rates and the ratios (taken within this one run) are what to compare.",
         "",
         f"Molecules: the first {result['settings']['n']:,} SMILES of MOSES `train.csv.gz`. Model: "
-        f"`{result['settings']['model']}` (fine-tuned, {result['settings']['arch']}); `encode()` uses the "
+        f"`{result['settings']['model']}` (fine-tuned, {result['settings']['arch']}, head input "
+        f"`{result['settings'].get('head_input', 'decoder_eos')}`); `encode()` uses the "
         "shipped pretrained model of the same shape.",
         "",
         "| phase | wall s | CPU s | mol/s (wall) | mol/s (CPU) | peak RSS MB |",
@@ -168,13 +169,15 @@ def _markdown(result: dict) -> str:
     ]
     for probe in result.get("memory_probes", []):
         lines += _probe_lines(probe)
-    lines += [
-        "",
-        "Why the ratio to `encode()` is what it is: a fine-tuned BART classifier runs the encoder *and* the "
-        "decoder (the head reads the decoder's last `</s>` state), while `encode()` runs the encoder only; the "
-        "prediction also canonicalizes each SMILES with RDKit (the form the model was fine-tuned on). The "
-        "streamed / in-memory ratio isolates what streaming adds.",
-    ]
+    if result["settings"].get("head_input", "decoder_eos") == "encoder_mean":
+        why = ("The model's head reads the mean-pooled encoder output (`head_input=encoder_mean`), so a prediction "
+               "runs the same encoder as `encode()` and no decoder; what remains is the head and the RDKit "
+               "canonicalization of each SMILES (the form the model was fine-tuned on).")
+    else:
+        why = ("Why the ratio to `encode()` is what it is: a fine-tuned BART classifier runs the encoder *and* the "
+               "decoder (the head reads the decoder's last `</s>` state), while `encode()` runs the encoder only; the "
+               "prediction also canonicalizes each SMILES with RDKit (the form the model was fine-tuned on).")
+    lines += ["", why + " The streamed / in-memory ratio isolates what streaming adds."]
     return "\n".join(lines) + "\n"
 
 
@@ -272,14 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     half = max(1, len(samples) // 2)
     from bartsmiles.model.checkpoint import load_fairseq_state
 
-    arch = str(getattr(load_fairseq_state(args.model)["cfg"]["model"], "arch", "?"))
+    state = load_fairseq_state(args.model)
+    arch = str(getattr(state["cfg"]["model"], "arch", "?"))
+    head_input = str(((state.get("task_state") or {}).get("bartsmiles") or {}).get("head_input", "decoder_eos"))
+    del state
     result = {
         "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(__file__).relative_to(REPO)), *argv]),
         "date": started, "machine": machine, "seeds": [],
         "shared_note": "both of its 2 cores were busy with a long background benchmark the whole time; every "
                        "phase here ran under `nice -n 10` with OMP_NUM_THREADS=1 and got only part of a core.",
         "settings": {"n": args.n, "chunk_size": args.chunk_size, "batch_size": args.batch_size,
-                     "threads": args.threads, "model": str(args.model), "arch": arch,
+                     "threads": args.threads, "model": str(args.model), "arch": arch, "head_input": head_input,
                      "smiles": str(args.smiles)},
         "phases": phases,
         "ratios": {
