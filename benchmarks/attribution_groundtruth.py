@@ -140,15 +140,20 @@ def fine_tuned(folder: Path, seed: int, args) -> dict:
     """Fine-tune (or reuse the cached run of) one model seed on the task's data."""
     record = folder / f"seed{seed}" / "model.json"
     if record.is_file():
-        return json.loads(record.read_text())
+        info = json.loads(record.read_text())
+        if info.get("head_input", "decoder_eos") != args.head_input:
+            raise SystemExit(f"{record} is a model with head_input={info.get('head_input', 'decoder_eos')}, not "
+                             f"{args.head_input}: give this run its own --work-dir")
+        return info
     cfg = FinetuneConfig(data=str(folder / "data"), pretrained=args.pretrained,
                          arch="bartsmiles_tiny" if args.smoke else "", save_dir=str(folder / f"seed{seed}" / "run"),
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, keep_last_epochs=0,
-                         length_sorted_batches=True, cpu=True, num_workers=0, log_interval=100, progress=False)
+                         length_sorted_batches=True, cpu=True, num_workers=0, log_interval=100, progress=False,
+                         head_input=args.head_input)
     result = finetune(cfg)
     info = {"checkpoint": result.best_checkpoint, "test_roc_auc": result.test_metric,
             "valid_roc_auc": result.best_valid_metric, "seconds": round(result.seconds, 1), "seed": seed,
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_input": args.head_input}
     last = Path(result.save_dir) / "checkpoint_last.pt"
     if last.is_file() and Path(result.best_checkpoint) != last:
         last.unlink()  # the run is finished: keep the best checkpoint only (disk)
@@ -344,6 +349,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--rf-trees", type=int, default=200)
+    p.add_argument("--head-input", default="decoder_eos", choices=("decoder_eos", "encoder_mean"),
+                   help="what the fine-tuned models' head reads (bartsmiles.tasks.property_head); give each its "
+                        "own --work-dir and --out")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "attribution_gt"),
                    help="data, fine-tuned models and per-task scores (the cache a resumed run reuses)")
