@@ -15,8 +15,11 @@
 #   bartsmiles benchmark --models bartsmiles --datasets clintox --seeds 0 <FT flags> --keep-checkpoints
 #   bartsmiles benchmark --models ecfp4_rf bartsmiles_frozen bartsmiles_frozen_random_init \
 #       --datasets bbbp bace clintox tox21 sider esol freesolv lipo --seeds 0 1 2 <FT flags>
-# Running `bash benchmarks/finetuned_table.sh A` and `... B` again completes the table (SIDER,
-# Lipophilicity, Tox21, the other ClinTox seeds); finished runs are skipped.
+# Session 6 (2026-11-29, same machine) ran A and B to the end: SIDER, Lipophilicity, Tox21 and
+# ClinTox seeds 0-2, pretrained. Then, on the same results file:
+#   bartsmiles benchmark --models bartsmiles_encoder_mean --datasets esol freesolv bace bbbp \
+#       --seeds S <FT flags> --keep-checkpoints          (S = 0, 1, 2)
+# Queue C (random init on the four larger sets, frozen/peer rows) was not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BARTSMILES_DATA="${BARTSMILES_DATA:-$(realpath ../shared/data)}"
