@@ -387,25 +387,11 @@ LIMIT = 128  # bartsmiles_tiny / FinetuneConfig default max_positions
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     """One tiny fine-tuned model (random init, 1 epoch on 16 molecules, two regression tasks)."""
-    import torch
-
     from bartsmiles.model.predictor import PropertyPredictor
-    from bartsmiles.training.finetuning import FinetuneConfig, finetune
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        root = tmp_path_factory.mktemp("fuzz_pred")
-        result = finetune(FinetuneConfig(
-            **make_fixtures.property_inputs(root, PRED_MOLS, n_valid=8, vocab_corpus=True), epochs=1,
-            batch_size=8, lr=1e-3, keep_last_epochs=1, cpu=True, log_interval=100, score_test=False,
-            progress=False, save_dir=str(root / "run"), target_columns=("has_n", "length"),
-            task_type="regression"))
-        model = PropertyPredictor(result.best_checkpoint)
-        assert int(model.task.cfg.max_positions) == LIMIT
-        yield model
-    finally:
-        torch.set_num_threads(threads)
+    model = PropertyPredictor(make_fixtures.tiny_regression_checkpoint(tmp_path_factory.mktemp("fuzz_pred"), PRED_MOLS))
+    assert int(model.task.cfg.max_positions) == LIMIT
+    return model
 
 
 def _long_smiles(n: int, unit: str) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from bartsmiles.cli.main import main
 from bartsmiles.model import prediction
@@ -38,20 +37,7 @@ BAD = {3, 4, 7, 8, 22}
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny fine-tuned model (random init, 1 epoch on 16 molecules, two regression tasks): its checkpoint path."""
-    from bartsmiles.training.finetuning import FinetuneConfig, finetune
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        root = tmp_path_factory.mktemp("stream")
-        result = finetune(FinetuneConfig(
-            **make_fixtures.property_inputs(root, MOLS, n_valid=8, vocab_corpus=True), epochs=1,
-            batch_size=8, lr=1e-3, keep_last_epochs=1, cpu=True, log_interval=100, score_test=False,
-            progress=False, save_dir=str(root / "run"), target_columns=("has_n", "length"),
-            task_type="regression"))
-        yield str(result.best_checkpoint)
-    finally:
-        torch.set_num_threads(threads)
+    return make_fixtures.tiny_regression_checkpoint(tmp_path_factory.mktemp("stream"), MOLS)
 
 
 @pytest.fixture
