@@ -363,15 +363,20 @@ class RetroCandidate:
 
 @dataclass
 class RetroResult:
-    """The candidates for one product, best first; ``invalid_dropped`` counts generated SMILES that did not parse."""
+    """The candidates for one product, best first.
+
+    ``invalid_dropped`` counts generated SMILES that did not parse; ``unchanged_dropped`` counts
+    candidates that were the product itself (no disconnection), which are not answers either.
+    """
 
     product: str
     candidates: list[RetroCandidate]
     invalid_dropped: int
+    unchanged_dropped: int = 0
 
     def to_dict(self) -> dict:
         return {"product": self.product, "candidates": [dataclasses.asdict(c) for c in self.candidates],
-                "invalid_dropped": self.invalid_dropped}
+                "invalid_dropped": self.invalid_dropped, "unchanged_dropped": self.unchanged_dropped}
 
 
 def retrosynthesis(products: Sequence[str], model: "str | BartSmilesSeq2Seq" = "retro", *, top_k: int = 10,
@@ -382,7 +387,8 @@ def retrosynthesis(products: Sequence[str], model: "str | BartSmilesSeq2Seq" = "
     ``model`` is a loaded :class:`BartSmilesSeq2Seq`, a checkpoint path, or a shipped model's name
     (``"retro"``, :data:`bartsmiles.model.resolve.SHIPPED_NAMES`). Every product must parse
     (:class:`~bartsmiles.errors.InvalidSmilesError` names the input index otherwise). Candidates
-    that are not valid SMILES are never returned: they are dropped and counted.
+    that are not valid SMILES are never returned: they are dropped and counted; so are candidates
+    that only give the product back (the same canonical molecule set).
     """
     if isinstance(products, str):
         raise TypeError("retrosynthesis takes a sequence of SMILES, not one string: wrap it in a list")
@@ -400,6 +406,9 @@ def retrosynthesis(products: Sequence[str], model: "str | BartSmilesSeq2Seq" = "
     results = []
     for product, candidates in zip(products, beams):
         valid = [(s, score) for s, score in candidates if canonicalize_set_or_none(s) is not None]
-        results.append(RetroResult(product, [RetroCandidate(s, float(score)) for s, score in valid[:top_k]],
-                                   invalid_dropped=len(candidates) - len(valid)))
+        unchanged = canonicalize_set_or_none(product)
+        answers = [(s, score) for s, score in valid if canonicalize_set_or_none(s) != unchanged]
+        results.append(RetroResult(product, [RetroCandidate(s, float(score)) for s, score in answers[:top_k]],
+                                   invalid_dropped=len(candidates) - len(valid),
+                                   unchanged_dropped=len(valid) - len(answers)))
     return results

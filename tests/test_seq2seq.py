@@ -453,6 +453,10 @@ def test_retro_cli_prints_valid_candidates_and_json(smoke, tmp_path, capsys):
         # what was dropped is exactly the invalid part of the beam
         beam = model.generate([r.product], beam=4, n_best=4)[0]
         assert r.invalid_dropped == sum(canonicalize_set_or_none(s) is None for s, _ in beam)
+        # the product given back is not an answer: dropped and counted
+        product = canonicalize_set_or_none(r.product)
+        assert all(c.reactants != product for c in r.candidates)
+        assert r.unchanged_dropped == sum(canonicalize_set_or_none(s) == product for s, _ in beam)
     (tmp_path / "in.smi").write_text(PRODUCTS[0] + "\n")
     assert main(["retro", PRODUCTS[1], "--input", str(tmp_path / "in.smi"), "--model", model.checkpoint,
                  "--top-k", "2", "--beam", "4", "--json"]) == 0
@@ -465,6 +469,20 @@ def test_retro_cli_prints_valid_candidates_and_json(smoke, tmp_path, capsys):
     assert main(["retro", "C1CC", "--model", model.checkpoint]) == 2
     assert "index 0" in capsys.readouterr().err
     assert main(["retro", "--model", model.checkpoint]) == 2
+
+
+def test_retrosynthesis_drops_the_product_given_back(smoke, monkeypatch):
+    """A candidate that is the product itself (in any spelling) is no disconnection: dropped, counted."""
+    from bartsmiles.seq2seq import retrosynthesis
+
+    model, _ = smoke
+    product = "CC(=O)Nc1ccc(O)cc1"
+    beam = [("Oc1ccc(NC(C)=O)cc1", -0.1), ("CC(=O)Cl.Nc1ccc(O)cc1", -0.2), ("C1CC", -0.3), ("CC(=O)OC(C)=O.Nc1ccc(O)cc1", -0.4)]
+    monkeypatch.setattr(model, "generate", lambda products, **kw: [list(beam) for _ in products])
+    (result,) = retrosynthesis([product], model, top_k=3, beam=4)
+    assert [c.reactants for c in result.candidates] == ["CC(=O)Cl.Nc1ccc(O)cc1", "CC(=O)OC(C)=O.Nc1ccc(O)cc1"]
+    assert (result.invalid_dropped, result.unchanged_dropped) == (1, 1)
+    assert result.to_dict()["unchanged_dropped"] == 1
 
 
 def test_rooted_views_are_the_same_molecule_and_recorded_in_the_checkpoint(smoke):

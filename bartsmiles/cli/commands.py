@@ -196,6 +196,8 @@ def retro(args: argparse.Namespace) -> int:
             print("  (no valid candidate)")
         if result.invalid_dropped:
             print(f"  ({result.invalid_dropped} invalid candidate(s) dropped)")
+        if result.unchanged_dropped:
+            print(f"  ({result.unchanged_dropped} candidate(s) that were the product itself dropped)")
     return 0
 
 

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
              "Prints the top-k reactant sets of each product SMILES with their scores (the model's mean "
              "log-probability per generated token; with --augment, the aggregated score). Candidates that are not "
              "valid SMILES are dropped and counted. --json prints a list with one entry per input: "
-             '{"product", "candidates": [{"reactants", "score"}], "invalid_dropped"}.')
+             '{"product", "candidates": [{"reactants", "score"}], "invalid_dropped", "unchanged_dropped"}.')
     p.add_argument("smiles", nargs="*", help="product SMILES (or --input FILE)")
     p.add_argument("--input", default=None, help="a file with one product SMILES per line (.smi/.txt[.gz]), or a "
                                                  "CSV[.gz] with a --smiles-column")
