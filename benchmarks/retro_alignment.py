@@ -152,8 +152,11 @@ def save(args, results: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     lines = [f"Command: `{results['command']}`", "",
              f"Machine: {results['machine'].get('cpu', '?')}, {results['machine'].get('usable_cpus', '?')} usable CPUs. "
-             f"First {args.train} Liu train reactions; {args.k} root-aligned views each against {args.k} epochs of the "
-             f"canonical pairs ({args.updates} updates of {args.batch_size} either way); scored on {len(results['sample'])} "
+             f"First {args.train} Liu train reactions; " + {
+                 None: f"{args.k} root-aligned views each against {args.k} epochs of the canonical pairs",
+                 "rooted": f"{args.k} root-aligned views each (the canonical spelling not run)",
+                 "canonical": f"{args.k} epochs of the canonical pairs (the rooted spelling not run)"}[args.only] +
+             f" ({args.updates} updates of {args.batch_size}); scored on {len(results['sample'])} "
              f"valid reactions (seed {args.seed}), beam {args.beam}.", "",
              "| spelling | updates | valid token accuracy (%) | top-1 | top-5 | invalid top-1 |", "|---|---|---|---|---|---|"]
     for key in SPELLINGS:
@@ -179,6 +182,8 @@ def plot(args, results: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for key in SPELLINGS:
         pts = results["curves"].get(key, [])
+        if not pts:  # a run of one spelling (--only) draws one curve
+            continue
         x = [p["updates"] for p in pts]
         axes[0].plot(x, [p.get("valid_token_accuracy") or math.nan for p in pts], marker="o", label=key)
         axes[1].plot(x, [100 * p["top1"] for p in pts], marker="o", label=key)

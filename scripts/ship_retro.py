@@ -38,6 +38,12 @@ def export(args) -> int:
     return 0
 
 
+def _flag(train_dir: Path, name: str) -> str:
+    """The value of fairseq flag ``name`` in the run's recorded argument list (its first occurrence)."""
+    argv = json.loads((train_dir / "fairseq_train_argv.json").read_text())
+    return argv[argv.index(name) + 1] if name in argv else "?"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -78,8 +84,11 @@ def card(args) -> int:
         f"atom-mapped by Indigo; {settings['k']} root-aligned views of each "
         f"({curve.get('unmapped_train', '?')} unmappable reactions kept as canonical pairs).",
         f"- {updates} updates of {settings['batch_size']} pairs ({pairs:,} pairs, about "
-        f"{pairs / (settings['train'] * settings['k']):.2f} of an epoch of the views), peak learning rate "
-        f"{settings['lr']}, linear decay, seed {settings['seed']}.",
+        f"{pairs / (settings['train'] * settings['k']):.2f} of an epoch of the views), label smoothing "
+        f"{_flag(train_dir, '--label-smoothing')}, peak "
+        f"learning rate {settings['lr']} after {_flag(train_dir, '--warmup-updates')} warm-up updates, decaying "
+        f"linearly towards zero at {_flag(train_dir, '--total-num-update')} updates (one epoch) and stopped at "
+        f"{updates}; seed {settings['seed']}.",
         f"- Hardware: {hardware}; training wall time "
         f"{done.get('train_s', float('nan')) / 3600:.2f} h, one thread, sharing the cores with other jobs.",
         f"- Command: `{curve['command']}`",
