@@ -405,9 +405,10 @@ def retrosynthesis(products: Sequence[str], model: "str | BartSmilesSeq2Seq" = "
                             augment=augment, views=views, batch_size=batch_size)
     results = []
     for product, candidates in zip(products, beams):
-        valid = [(s, score) for s, score in candidates if canonicalize_set_or_none(s) is not None]
+        sets = [(canonicalize_set_or_none(s), score) for s, score in candidates]  # None: invalid
+        valid = [(s, score) for s, score in sets if s is not None]
         unchanged = canonicalize_set_or_none(product)
-        answers = [(s, score) for s, score in valid if canonicalize_set_or_none(s) != unchanged]
+        answers = [(s, score) for s, score in valid if s != unchanged]
         results.append(RetroResult(product, [RetroCandidate(s, float(score)) for s, score in answers[:top_k]],
                                    invalid_dropped=len(candidates) - len(valid),
                                    unchanged_dropped=len(valid) - len(answers)))

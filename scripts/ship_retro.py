@@ -38,9 +38,8 @@ def export(args) -> int:
     return 0
 
 
-def _flag(train_dir: Path, name: str) -> str:
-    """The value of fairseq flag ``name`` in the run's recorded argument list (its first occurrence)."""
-    argv = json.loads((train_dir / "fairseq_train_argv.json").read_text())
+def _flag(argv: list[str], name: str) -> str:
+    """The value of fairseq flag ``name`` in a run's recorded argument list (its first occurrence)."""
     return argv[argv.index(name) + 1] if name in argv else "?"
 
 
@@ -54,6 +53,7 @@ def card(args) -> int:
     meta = read_metadata(Path(args.out) / "model.pt")
     train_dir = Path(args.train_dir)
     done = json.loads((train_dir / "done").read_text()) if (train_dir / "done").is_file() else {}
+    argv = json.loads((train_dir / "fairseq_train_argv.json").read_text())
     points = curve["curves"]["rooted"]
     settings = curve["settings"]
     s = test["scores"]
@@ -85,9 +85,9 @@ def card(args) -> int:
         f"({curve.get('unmapped_train', '?')} unmappable reactions kept as canonical pairs).",
         f"- {updates} updates of {settings['batch_size']} pairs ({pairs:,} pairs, about "
         f"{pairs / (settings['train'] * settings['k']):.2f} of an epoch of the views), label smoothing "
-        f"{_flag(train_dir, '--label-smoothing')}, peak "
-        f"learning rate {settings['lr']} after {_flag(train_dir, '--warmup-updates')} warm-up updates, decaying "
-        f"linearly towards zero at {_flag(train_dir, '--total-num-update')} updates (one epoch) and stopped at "
+        f"{_flag(argv, '--label-smoothing')}, peak "
+        f"learning rate {settings['lr']} after {_flag(argv, '--warmup-updates')} warm-up updates, decaying "
+        f"linearly towards zero at {_flag(argv, '--total-num-update')} updates (one epoch) and stopped at "
         f"{updates}; seed {settings['seed']}.",
         f"- Hardware: {hardware}; training wall time "
         f"{done.get('train_s', float('nan')) / 3600:.2f} h, one thread, sharing the cores with other jobs.",
