@@ -3,7 +3,8 @@
 >>> from bartsmiles.attribution import Attributor
 >>> attributor = Attributor("runs/finetune/checkpoint_best.pt")  # DEFAULT_METHOD: "gradient_x_input"
 >>> [a] = attributor.attribute("O=[N+]([O-])c1ccccc1", target=0)
->>> a.atom_scores                            # per RDKit atom
+>>> a.atom_scores                            # per RDKit atom (additive where the method is)
+>>> a.environment_scores                     # plus the mean of the atoms 1 and 2 bonds away (drawn)
 >>> ig = Attributor("runs/finetune/checkpoint_best.pt", method="ig")
 >>> [b] = ig.attribute("O=[N+]([O-])c1ccccc1", n_steps=50)
 >>> b.delta                                  # Captum's convergence delta
@@ -19,6 +20,8 @@
   :mod:`.shapley` (Captum Shapley value sampling / feature ablation);
   :mod:`.inputs` -- what they share (loading, checked molecules, padded batches).
 * :mod:`.mapping` -- token scores -> atom scores through the tokenizer's atom alignment.
+* :mod:`.environment` -- atom scores -> environment scores (each atom plus its neighbourhood),
+  what the drawings show and the ground-truth table scores by default.
 * :mod:`.substructures` -- atom scores -> functional groups (shipped SMARTS library), BRICS
   fragments, Murcko scaffold / side chains, user SMARTS.
 * :mod:`.draw` -- atom-coloured PNG/SVG with a colour bar, grids, an HTML report (headless).
@@ -32,6 +35,7 @@ and the ``InvalidSmilesError`` / ``SmilesTooLongError`` every part of bartsmiles
 :mod:`bartsmiles.errors`.
 """
 from .attributor import DEFAULT_METHOD, METHODS, Attributor, NeuronAttributor
+from .environment import DEFAULT_ENVIRONMENT_RADIUS, environment_scores
 from .inputs import BASELINES
 from .mapping import AtomMapping, map_token_scores, token_atom_matrix
 from .occlusion import occlusion_groups
@@ -40,6 +44,6 @@ from .substructures import FunctionalGroup, brics_fragments, functional_groups, 
 
 __all__ = [
     "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHOD", "Attribution", "MethodScores", "BASELINES",
-    "AtomMapping", "map_token_scores", "token_atom_matrix", "occlusion_groups", "FunctionalGroup",
+    "DEFAULT_ENVIRONMENT_RADIUS", "environment_scores", "AtomMapping", "map_token_scores", "token_atom_matrix", "occlusion_groups", "FunctionalGroup",
     "functional_groups", "substructure_table", "brics_fragments", "scaffold_parts",
 ]

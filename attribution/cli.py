@@ -13,7 +13,8 @@ Writes into ``--out``:
 
 * ``summary.csv`` -- per molecule: method, output, baseline output, sum of scores, delta, converged
   (empty for the methods that are not additive);
-* ``atoms.csv`` -- per molecule and atom: the atom score;
+* ``atoms.csv`` -- per molecule and atom: the atom score and its environment score (the one drawn;
+  ``--environment-radius``);
 * ``tokens.csv`` -- per molecule and position (``<s>``, tokens, ``</s>``): the token score and its atoms;
 * ``substructures.csv`` -- per molecule: functional groups, BRICS fragments, scaffold / side chains
   and ``--smarts`` patterns with their summed scores, ranked;
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -38,6 +40,8 @@ from bartsmiles.core.files import check_writable, read_csv
 from bartsmiles.errors import AttributionError, InvalidSmilesError, MissingColumnError, run_handler
 
 from .attributor import DEFAULT_METHOD, METHODS, PRECISIONS, Attributor, NeuronAttributor, check_method
+from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius
+from .gradient_x_input import DEFAULT_ALPHA
 from .draw import draw_attribution, draw_grid, write_html_report
 from .shapley import ESTIMATORS, FEATURES
 
@@ -65,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, choices=("pad", "mask", "eos", "zero"),
                    help="token put in place of the molecule's tokens (default: pad for ig, mask for mask_occlusion "
                         "and shapley); zero: a zero embedding, gradient_x_input only (its default)")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="gradient_x_input: take the gradient at baseline + ALPHA * (input - baseline), "
+                        f"0 < ALPHA <= 1 (default {DEFAULT_ALPHA}: where a confident model is not saturated; "
+                        "1: plain gradient x input)")
     p.add_argument("--n-steps", type=int, default=50, help="ig: integration steps (default 50)")
     p.add_argument("--ig-method", default="gausslegendre", help="ig: Captum integration rule (default gausslegendre)")
     p.add_argument("--internal-batch-size", type=int, default=None, help="ig: Captum internal batch size")
@@ -86,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shapley: players are tokens (default) or atoms (+ one remainder player)")
     p.add_argument("--seed", type=int, default=0,
                    help="shapley: seed of the permutations; ig with --nt-samples: seed of the noise")
+    p.add_argument("--environment-radius", type=int, default=DEFAULT_ENVIRONMENT_RADIUS, metavar="R",
+                   help="pictures show each atom's score plus 1/d times the mean score of the atoms d bonds away, "
+                        f"d = 1..R (default {DEFAULT_ENVIRONMENT_RADIUS}, chosen by the ground-truth table); "
+                        "0: the atom scores alone. atoms.csv has both")
     p.add_argument("--tolerance", type=float, default=0.05, help="relative convergence-delta tolerance")
     p.add_argument("--on-delta", default="warn", choices=("warn", "raise", "ignore"),
                    help="above the tolerance: warn (default), fail, or ignore")
@@ -129,6 +141,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _attribute(args) -> int:
     check_method(args.method)  # before any work: an unknown method is one line, exit 2
+    try:
+        check_radius(args.environment_radius)
+    except ValueError as exc:
+        raise AttributionError(f"--environment-radius: {exc}") from None
+    if not 0.0 < args.alpha <= 1.0:
+        raise AttributionError(f"--alpha must be in (0, 1], got {args.alpha}")
     out = Path(args.out)
     check_writable(out / "summary.csv", make_folder=True)  # before any work: the output folder must be usable
     smiles = _inputs(args)
@@ -141,7 +159,7 @@ def _attribute(args) -> int:
                   tolerance=args.tolerance, on_delta=args.on_delta, n_samples=args.n_samples,
                   estimator=args.estimator, features=args.features, attached=args.attached,
                   occlude_decoder=args.occlude_decoder, seed=args.seed, nt_samples=args.nt_samples,
-                  nt_stdev=args.nt_stdev)
+                  nt_stdev=args.nt_stdev, environment_radius=args.environment_radius, alpha=args.alpha)
     if args.neuron is not None:
         attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision)
         run = lambda batch: attributor.attribute(batch, args.neuron, **common)  # noqa: E731
@@ -169,6 +187,8 @@ def _attribute(args) -> int:
         warnings.simplefilter("always")
         results = run([smiles[i] for i in good])
     for w in caught:
+        if f"{os.sep}torch{os.sep}" in str(w.filename):  # torch's own deprecation notes say nothing to a user
+            continue
         print(f"bartsmiles-attribute: warning: {w.message}", file=sys.stderr)
 
     tables, summary, atoms, tokens, subs, records = [], [], [], [], [], []

@@ -51,16 +51,22 @@ def atom_colors(scores: Sequence[float], cmap: str = "bwr", vmax: Optional[float
 
 
 def _unpack(item, scores):
-    """(mol, scores, title) from an Attribution or a (mol/SMILES, scores) pair."""
+    """(mol, scores, title) from an Attribution (its environment scores) or a (mol/SMILES, scores) pair."""
 
     if scores is None and hasattr(item, "atom_scores"):
         title = f"{item.smiles}\n{item.quantity}: {item.output:.3g} (baseline {item.baseline_output:.3g})"
-        return parse_smiles(item.smiles), np.asarray(item.atom_scores, dtype=float), title
+        return parse_smiles(item.smiles), np.asarray(item.environment_scores, dtype=float), title
     mol = parse_smiles(item) if isinstance(item, str) else item
     scores = np.asarray(scores, dtype=float)
     if scores.shape != (mol.GetNumAtoms(),):
         raise ValueError(f"{scores.size} atom scores for a molecule of {mol.GetNumAtoms()} atoms")
     return mol, scores, ""
+
+
+def _label(item, scores) -> str:
+    """The colour bar's label for what :func:`_unpack` draws."""
+    radius = getattr(item, "environment_radius", 0) if scores is None else 0
+    return f"environment score (radius {radius})" if radius else "atom score"
 
 
 def molecule_image(mol, scores, *, fmt: str = "png", style: str = "atoms", size=(400, 300), cmap: str = "bwr",
@@ -102,19 +108,29 @@ def _svg_colorbar(x: int, y: int, height: int, v: float, cmap: str, label: str) 
         for f, val in ((0.0, v), (0.5, 0.0), (1.0, -v)))
     return (f'<defs><linearGradient id="bartsmiles_cbar" x1="0" y1="0" x2="0" y2="1">{stops}</linearGradient></defs>'
             f'<rect x="{x}" y="{y}" width="14" height="{height}" fill="url(#bartsmiles_cbar)" stroke="black" '
-            f'stroke-width="0.5"/>{ticks}'
-            f'<text x="{x}" y="{y + height + 16}" font-size="10" font-family="sans-serif">{html.escape(label)}</text>')
+            f'stroke-width="0.5"/>{ticks}' + "".join(
+                f'<text x="{x}" y="{y + height + 14 + 12 * i}" font-size="10" font-family="sans-serif">'
+                f'{html.escape(line)}</text>' for i, line in enumerate(_label_lines(label))))
+
+
+def _label_lines(label: str) -> list[str]:
+    """A colour bar label on one line, or two when long (``"environment score"``, ``"(radius 2)"``)."""
+    head, sep, tail = label.partition(" (")
+    return [head, "(" + tail] if sep and len(label) > 20 else [label]
 
 
 def draw_attribution(item, path: Optional[str | os.PathLike] = None, *, scores=None, fmt: Optional[str] = None,
                      style: str = "atoms", size=(400, 300), cmap: str = "bwr", vmax: Optional[float] = None,
-                     title: Optional[str] = None, colorbar: bool = True, label: str = "atom score") -> bytes | str:
+                     title: Optional[str] = None, colorbar: bool = True, label: Optional[str] = None) -> bytes | str:
     """One molecule with atom colours and a colour bar; written to ``path`` if given, returned anyway.
 
-    ``item``: an :class:`~bartsmiles.attribution.Attribution`, or a Mol / SMILES with ``scores``.
+    ``item``: an :class:`~bartsmiles.attribution.Attribution` (drawn by its ``environment_scores``;
+    pass ``scores=a.atom_scores`` with ``item=a.smiles`` for the atom scores alone), or a Mol /
+    SMILES with ``scores``.  ``label``: the colour bar's; default from the scores drawn.
     ``fmt``: ``"png"`` (matplotlib figure: the RDKit image plus a colour bar) or ``"svg"`` (the
     RDKit vector drawing with an SVG colour bar); default from ``path``'s suffix, else png.
     """
+    label = _label(item, scores) if label is None else label
     mol, scores, default_title = _unpack(item, scores)
     title = default_title if title is None else title
     if fmt is None:
@@ -125,7 +141,7 @@ def draw_attribution(item, path: Optional[str | os.PathLike] = None, *, scores=N
         w, h = int(size[0]), int(size[1])
         inner = body[body.index("<svg"):]
         inner = inner[inner.index(">") + 1: inner.rindex("</svg>")]
-        extra_w = 70 if colorbar else 0
+        extra_w = 95 if colorbar else 0
         top = 30 if title else 0
         head = "".join(f'<text x="5" y="{12 + 12 * i}" font-size="11" font-family="sans-serif">{html.escape(line)}'
                        f'</text>' for i, line in enumerate(title.splitlines()[:2])) if title else ""
@@ -140,11 +156,12 @@ def draw_attribution(item, path: Optional[str | os.PathLike] = None, *, scores=N
     if fmt != "png":
         raise ValueError(f"format must be png or svg, got {fmt!r}")
     png = molecule_image(mol, scores, fmt="png", style=style, size=size, cmap=cmap, vmax=v)
-    fig = _figure(size[0] / 100 + (1.1 if colorbar else 0.2), size[1] / 100 + (0.6 if title else 0.2))
-    ax = fig.add_axes([0.02, 0.02, 0.78 if colorbar else 0.96, 0.86 if title else 0.96])
+    width = size[0] / 100 + (1.3 if colorbar else 0.2)  # inches; the colour bar, its ticks and label: 1.1
+    fig = _figure(width, size[1] / 100 + (0.6 if title else 0.2))
+    ax = fig.add_axes([0.02, 0.02, 1 - 1.25 / width if colorbar else 0.96, 0.86 if title else 0.96])
     _show(ax, png, title)
     if colorbar:
-        _colorbar(fig, [0.84, 0.1, 0.03, 0.75], v, cmap, label)
+        _colorbar(fig, [1 - 1.05 / width, 0.1, 0.15 / width, 0.75], v, cmap, label)
     return _save(fig, path, "png")
 
 
@@ -173,7 +190,9 @@ def _colorbar(fig, rect, v: float, cmap: str, label: str) -> None:
     from matplotlib.colors import Normalize
 
     cax = fig.add_axes(rect)
-    fig.colorbar(ScalarMappable(norm=Normalize(-v, v), cmap=_cmap(cmap)), cax=cax).set_label(label, fontsize=8)
+    # a long label ("environment score (radius 2)") on two lines, so that the figure's edge keeps it
+    fig.colorbar(ScalarMappable(norm=Normalize(-v, v), cmap=_cmap(cmap)), cax=cax).set_label(
+        "\n".join(_label_lines(label)), fontsize=8)
     cax.tick_params(labelsize=7)
 
 
@@ -188,7 +207,7 @@ def _save(fig, path, fmt: str) -> bytes:
 
 def draw_grid(items: Sequence, path: Optional[str | os.PathLike] = None, *, n_cols: int = 4, fmt: Optional[str] = None,
               style: str = "atoms", size=(300, 220), cmap: str = "bwr", shared_scale: bool = True,
-              titles: Optional[Sequence[str]] = None, label: str = "atom score") -> bytes:
+              titles: Optional[Sequence[str]] = None, label: Optional[str] = None) -> bytes:
     """Many molecules in one PNG/SVG figure (matplotlib), one colour bar; ``items``: Attributions
     or ``(mol or SMILES, atom scores)`` pairs; ``shared_scale``: one
     ``vmax`` for all (comparable colours), else each molecule on its own scale."""
@@ -196,20 +215,24 @@ def draw_grid(items: Sequence, path: Optional[str | os.PathLike] = None, *, n_co
     if not items:
         raise ValueError("draw_grid needs at least one attribution")
     unpacked = [_unpack(it, None) if hasattr(it, "atom_scores") else _unpack(it[0], it[1]) for it in items]
+    if label is None:
+        labels = {_label(it, None) if hasattr(it, "atom_scores") else "atom score" for it in items}
+        label = labels.pop() if len(labels) == 1 else "score"
     v = max(_scale(s, None) for _, s, _ in unpacked) if shared_scale else None
     n_cols = max(1, min(int(n_cols), len(items)))
     n_rows = (len(items) + n_cols - 1) // n_cols
     cw, ch = size[0] / 100, size[1] / 100 + 0.4
-    fig = _figure(n_cols * cw + 1.0, n_rows * ch)
+    width = n_cols * cw + 1.3  # inches; the last 1.3 hold the colour bar, its ticks and its label
+    fig = _figure(width, n_rows * ch)
     for k, (mol, scores, title) in enumerate(unpacked):
         r, c = divmod(k, n_cols)
-        ax = fig.add_axes([c * cw / (n_cols * cw + 1.0), 1 - (r + 1) * ch / (n_rows * ch),
-                           cw / (n_cols * cw + 1.0) * 0.97, ch / (n_rows * ch) * 0.85])
+        ax = fig.add_axes([c * cw / width, 1 - (r + 1) * ch / (n_rows * ch), cw / width * 0.97,
+                           ch / (n_rows * ch) * 0.85])
         png = molecule_image(mol, scores, fmt="png", style=style, size=size, cmap=cmap, vmax=v)
         text = titles[k] if titles is not None else (title.splitlines()[0] if title else "")
         _show(ax, png, text[:60])
     if shared_scale:
-        _colorbar(fig, [1 - 0.6 / (n_cols * cw + 1.0), 0.15, 0.15 / (n_cols * cw + 1.0), 0.7], v, cmap, label)
+        _colorbar(fig, [1 - 1.0 / width, 0.15, 0.15 / width, 0.7], v, cmap, label)
     if fmt is None:
         fmt = Path(path).suffix.lstrip(".").lower() if path is not None and Path(path).suffix else "png"
     return _save(fig, path, fmt)
@@ -234,6 +257,15 @@ def _methods_text(attributions: Sequence) -> str:
     return "; ".join(METHOD_TEXT.get(m, m) for m in methods) + "."
 
 
+def _environment_text(attributions: Sequence) -> str:
+    """What the pictures show: environment scores (which radius) or the atom scores themselves."""
+    radii = sorted({int(getattr(a, "environment_radius", 0)) for a in attributions})
+    if radii == [0]:
+        return "Pictures show the atom scores."
+    return (f"Pictures show environment scores (radius {', '.join(map(str, radii))}): each atom's score plus "
+            "the mean score of the atoms d bonds away, weighted 1/d; the tables use the atom scores.")
+
+
 def write_html_report(attributions: Sequence, path: str | os.PathLike, *, tables: Optional[Sequence] = None,
                       title: str = "BARTSmiles attribution report", style: str = "atoms", top: int = 10,
                       images: Optional[Sequence[str]] = None) -> Path:
@@ -247,7 +279,8 @@ def write_html_report(attributions: Sequence, path: str | os.PathLike, *, tables
              "td,th{border:1px solid #ccc;padding:2px 6px} .mol{margin-bottom:32px} code{font-size:13px}</style>",
              f"</head><body><h1>{html.escape(title)}</h1>",
              f"<p>{html.escape(_methods_text(attributions))} (red: raises the attributed quantity, "
-             "blue: lowers it). Substructure score = sum of its atoms' scores.</p>"]
+             "blue: lowers it). "
+             f"{html.escape(_environment_text(attributions))} Substructure score = sum of its atoms' scores.</p>"]
     for i, a in enumerate(attributions):
         table = tables[i] if tables is not None else a.substructures()
         if images is not None:

@@ -51,6 +51,10 @@ class Attribution:
     * ``special_scores`` -- ``{"<s>": .., "</s>": ..}``;
     * ``atom_scores`` -- per RDKit atom (``Chem.MolFromSmiles(smiles)`` numbering);
       ``remainder`` -- the specials plus tokens with no atom (see :mod:`.mapping`);
+    * ``environment_scores`` -- per RDKit atom, its score plus the mean score of the atoms 1 to
+      ``environment_radius`` bonds away, weighted ``1/d`` (:mod:`.environment`; equal to
+      ``atom_scores`` for radius 0).  What the drawings show; not additive, so substructure sums
+      and the completeness identity below use ``atom_scores``;
     * ``output`` = F(input), ``baseline_output`` = F(baseline), ``delta`` = the completeness
       error (Captum's convergence delta for integrated gradients), so
       ``total == output - baseline_output + delta`` and ``atom_scores.sum() + remainder == total``;
@@ -82,6 +86,12 @@ class Attribution:
     alignment: Any = field(default=None, repr=False)
     token_rule: list = field(default_factory=list, repr=False)
     attribution_method: str = "ig"
+    environment_scores: Optional[np.ndarray] = None
+    environment_radius: int = 0
+
+    def __post_init__(self):
+        if self.environment_scores is None:  # radius 0: the atom scores themselves
+            self.environment_scores = np.asarray(self.atom_scores, dtype=np.float64)
 
     @property
     def total(self) -> float:
@@ -106,7 +116,7 @@ class Attribution:
         mol = self.mol
         return pd.DataFrame({"atom": np.arange(mol.GetNumAtoms()),
                              "symbol": [a.GetSymbol() for a in mol.GetAtoms()],
-                             "score": self.atom_scores})
+                             "score": self.atom_scores, "environment_score": self.environment_scores})
 
     def substructures(self, **kwargs):
         """:func:`bartsmiles.attribution.substructures.substructure_table` of this molecule."""
@@ -120,4 +130,6 @@ class Attribution:
                 "baseline": self.baseline, "n_steps": self.n_steps, "method": self.method,
                 "tokens": list(self.tokens), "token_scores": [float(x) for x in self.token_scores],
                 "special_scores": {k: float(v) for k, v in self.special_scores.items()},
-                "atom_scores": [float(x) for x in self.atom_scores], "remainder": self.remainder}
+                "atom_scores": [float(x) for x in self.atom_scores], "remainder": self.remainder,
+                "environment_radius": self.environment_radius,
+                "environment_scores": [float(x) for x in self.environment_scores]}

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     titles = [f"p={pr:.2f} label={'?' if not np.isfinite(labels[k]) else int(labels[k])}"
               for pr, k in zip(probs, order)]
     draw_grid(attributions[: args.draw], out.with_suffix(".png"), n_cols=4, titles=titles[: args.draw],
-              label=f"IG score ({name} logit)")
+              label=f"IG environment score, radius {attributions[0].environment_radius} ({name} logit)")
     write_html_report(attributions[: args.draw], out.with_suffix(".html"), tables=tables[: args.draw],
                       title=f"{args.dataset} {name}: attributions of the held-out molecules ranked most toxic")
     report = {
@@ -153,7 +153,9 @@ def main(argv=None) -> int:
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     lines = [f"# Attribution on {args.dataset} ({name}): held-out molecules ranked most toxic", "",
              f"Command: `{report['command']}`. Model: `{args.checkpoint}`. IG baseline {args.baseline}, "
-             f"{args.n_steps} steps; max |delta| {report['max_abs_delta']:.3g}. {report['seconds']} s.", "",
+             f"{args.n_steps} steps; max |delta| {report['max_abs_delta']:.3g}. {report['seconds']} s. The picture "
+             f"shows environment scores (radius {attributions[0].environment_radius}); the statistics and the table "
+             "use the atom scores.", "",
              f"Held-out molecules (scaffold valid + test): {len(fits)} scored, ROC-AUC of the {name} logit "
              f"{fmt(auc)}; the top {len(chosen)} by predicted toxicity were attributed "
              f"({sum(1 for k in order if labels[k] == 1)} of them labelled toxic).", "",

@@ -18,7 +18,14 @@ one torch thread)::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/attribution_speed.py --n-molecules 30 --n-slow 10
 
-On such an oversubscribed machine two torch threads are slower than one (every parallel region
+The two-core run of the default (``benchmarks/results/attribution_speed_2cores/``; nothing else
+running, torch's default of 2 threads, 1,000 molecules), once per head::
+
+    .venv/bin/python benchmarks/attribution_speed.py --runs gradient_x_input,gradient_x_input_atoms,gradient_x_input_plain,ecfp_rf \
+        --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores
+    (the same with --head-input encoder_mean --work-dir runs/attribution_speed_2c_enc)
+
+On an oversubscribed machine two torch threads are slower than one (every parallel region
 waits for a descheduled thread).  Numbers from a shared machine vary by a factor of two or more
 between runs; compare methods within one run: ``speed_relative_to_ecfp_rf`` divides each method's
 molecules/s by that of the ECFP4 + random forest similarity map timed in the same run, and
@@ -62,6 +69,8 @@ MOSES_TEST = Path(os.environ.get("BARTSMILES_DATA") or ROOT.parent / "shared" / 
 RUNS = [
     ("ig", "ig", {"n_steps": 50}),
     ("gradient_x_input", "gradient_x_input", {}),
+    ("gradient_x_input_atoms", "gradient_x_input", {"environment_radius": 0}),
+    ("gradient_x_input_plain", "gradient_x_input", {"alpha": 1.0, "environment_radius": 0}),
     ("gradient_x_input_mask", "gradient_x_input", {"baselines": "mask"}),
     ("gradient_x_input_bf16", "gradient_x_input", {"precision": "bf16"}),
     ("mask_occlusion", "mask_occlusion", {}),

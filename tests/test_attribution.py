@@ -606,6 +606,48 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
     assert not bad.exists()  # refused before any work
 
 
+def test_environment_scores_of_every_method(checkpoint, tmp_path, capsys):
+    """environment_scores are the atom scores' neighbourhood (radius 2 by default), atom_scores stay
+    additive and unchanged, radius 0 gives the atom scores back, and the drawing says which it shows."""
+    from bartsmiles.attribution.cli import main
+    from bartsmiles.attribution.draw import draw_attribution
+    from bartsmiles.attribution.environment import environment_scores
+
+    smiles = ["O=[N+]([O-])c1ccc(Cl)cc1", "CC(=O)OCC"]
+    for method in METHODS:
+        att = Attributor(checkpoint, method=method)
+        options = {"n_steps": 4, "n_samples": 2, "on_delta": "ignore"}
+        default = att.attribute(smiles, **options)
+        raw = att.attribute(smiles, environment_radius=0, **options)
+        for a, b in zip(default, raw):
+            assert a.environment_radius == 2 and b.environment_radius == 0
+            assert np.allclose(a.atom_scores, b.atom_scores)
+            assert np.array_equal(b.environment_scores, b.atom_scores)
+            assert np.allclose(a.environment_scores, environment_scores(parse_smiles(a.smiles), a.atom_scores, 2))
+            assert not np.allclose(a.environment_scores, a.atom_scores), method
+            assert a.atom_frame()["environment_score"].tolist() == pytest.approx(list(a.environment_scores))
+            assert a.to_dict()["environment_radius"] == 2
+    with pytest.raises(AttributionError, match="environment radius"):
+        Attributor(checkpoint).attribute("CCO", environment_radius=-1)
+    svg = draw_attribution(default[0], fmt="svg")
+    assert ">environment score</text>" in svg and ">(radius 2)</text>" in svg
+    assert "environment score" not in draw_attribution(raw[0], fmt="svg")
+    out = tmp_path / "env"
+    assert main([str(checkpoint), *smiles, "--environment-radius", "1", "--out", str(out)]) == 0
+    atoms = pd.read_csv(out / "atoms.csv")
+    first = atoms[atoms["row"] == 0]
+    expected = environment_scores(parse_smiles(first["smiles"].iloc[0]), first["score"].to_numpy(), 1)
+    assert first["environment_score"].to_numpy() == pytest.approx(expected)
+    assert "environment scores (radius 1)" in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main([str(checkpoint), "CCO", "--environment-radius", "-1", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--environment-radius" in err and not (tmp_path / "bad").exists()
+    assert main([str(checkpoint), "CCO", "--alpha", "0", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--alpha must be in (0, 1]" in err and not (tmp_path / "bad").exists()
+
+
 def test_speed_benchmark_smoke(tmp_path):
     """benchmarks/attribution_speed.py --smoke runs end to end (numbers meaningless)."""
     import importlib.util
@@ -757,6 +799,37 @@ def test_token_budget_batches_give_the_scores_of_one_at_a_time(predictor, monkey
         np.testing.assert_allclose(a.atom_scores, b.atom_scores, atol=1e-5)
         assert a.output == pytest.approx(b.output, abs=1e-5)
     np.testing.assert_allclose(attributor.predict_outputs(PROBES)[:, 0], [a.output for a in alone], atol=1e-5)
+
+
+def test_gradient_taken_part_of_the_way_along_the_path(predictor):
+    """alpha: the gradient at alpha * input (zero baseline) times the input, by hand; alpha=1 is plain
+    gradient x input; the output is still the model's output at the input; 0 < alpha <= 1."""
+    from bartsmiles.attribution.gradient_x_input import DEFAULT_ALPHA
+    from bartsmiles.attribution.inputs import make_batch
+
+    attributor = Attributor(predictor)
+    smiles = "O=[N+]([O-])c1ccc(Cl)cc1"
+    [mol] = attributor.prepare([smiles])
+    model = attributor._score_model(0)
+    batch = make_batch([mol.ids], model.pad, model.device)
+    with torch.no_grad():
+        x = model.embed(batch.src)
+    for alpha in (0.5, DEFAULT_ALPHA, 1.0):
+        point = x.clone()
+        point[:, 1:-1] = alpha * x[:, 1:-1]  # <s> and </s> keep their embeddings (zero baseline)
+        point.requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model.score(point, batch.src, batch.lengths, batch.prev).sum(), point)
+        expected = (grad * x)[0, 1:-1].sum(-1).double().numpy()
+        [a] = attributor.attribute(smiles, alpha=alpha)
+        np.testing.assert_allclose(a.token_scores, expected, rtol=1e-4, atol=1e-6)
+        assert a.output == pytest.approx(attributor.predict_outputs([smiles])[0, 0], abs=1e-5)
+        assert a.method == ("gradient_x_input" if alpha == 1.0 else f"gradient at alpha={alpha:g}")
+    assert not np.allclose(attributor.attribute(smiles, alpha=0.5)[0].token_scores,
+                           attributor.attribute(smiles, alpha=1.0)[0].token_scores)
+    for bad in (0.0, 1.5):
+        with pytest.raises(AttributionError, match="alpha must be in"):
+            attributor.attribute(smiles, alpha=bad)
 
 
 def test_a_forward_only_method_first_leaves_gradient_methods_working(checkpoint):

@@ -135,6 +135,8 @@ def test_attribute_a_valid_smiles(client, service):
     assert a["target"] == 0 and a["target_name"] == "has_n"
     assert a["method"] == service.attributor.method  # the Attributor's default, whatever it is
     assert len(a["atoms"]) == 9 and [x["symbol"] for x in a["atoms"]][:3] == ["O", "N", "O"]
+    assert a["environment_radius"] == 2 and all(isinstance(x["environment_score"], float) for x in a["atoms"])
+    assert ">(radius 2)</text>" in a["svg"]  # the picture shows the environment scores
     assert a["svg"].startswith("<svg") and "bartsmiles_cbar" in a["svg"]  # the drawing and its colour bar
     kinds = {s["kind"] for s in a["substructures"]}
     assert "scaffold" in kinds and [s["rank"] for s in a["substructures"]] == list(range(1, len(a["substructures"]) + 1))

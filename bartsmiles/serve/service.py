@@ -197,6 +197,7 @@ class ModelService:
                 "uncertainty": self.uncertainty(prediction)[0],
                 "output": _number(a.output), "baseline_output": _number(a.baseline_output),
                 "delta": _number(a.delta), "converged": a.converged,
-                "atoms": [{"index": int(r.atom), "symbol": str(r.symbol), "score": _number(r.score)}
-                          for r in atoms.itertuples()],
+                "atoms": [{"index": int(r.atom), "symbol": str(r.symbol), "score": _number(r.score),
+                           "environment_score": _number(r.environment_score)} for r in atoms.itertuples()],
+                "environment_radius": a.environment_radius,
                 "svg": svg, "substructures": records}
