@@ -44,6 +44,7 @@ from .substructures import FunctionalGroup, brics_fragments, functional_groups, 
 
 __all__ = [
     "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHOD", "Attribution", "MethodScores", "BASELINES",
-    "DEFAULT_ENVIRONMENT_RADIUS", "environment_scores", "AtomMapping", "map_token_scores", "token_atom_matrix", "occlusion_groups", "FunctionalGroup",
-    "functional_groups", "substructure_table", "brics_fragments", "scaffold_parts",
+    "DEFAULT_ENVIRONMENT_RADIUS", "environment_scores", "AtomMapping", "map_token_scores", "token_atom_matrix",
+    "occlusion_groups", "FunctionalGroup", "functional_groups", "substructure_table", "brics_fragments",
+    "scaffold_parts",
 ]

@@ -136,7 +136,8 @@ def _variant(method: str, opts: RunOptions) -> tuple[str, int, bool]:
     if method == "mask_occlusion":
         return ("atom+attached" if opts.attached else "atom") + ("+decoder" if opts.occlude_decoder else ""), 1, False
     if method == "gradient_x_input":
-        return ("gradient_x_input" if float(opts.alpha) == 1.0 else f"gradient at alpha={float(opts.alpha):g}"), 1, False
+        plain = float(opts.alpha) == 1.0
+        return ("gradient_x_input" if plain else f"gradient at alpha={float(opts.alpha):g}"), 1, False
     sampling = opts.estimator == "sampling"
     return f"{opts.estimator}/{opts.features}", int(opts.n_samples) if sampling else 1, sampling
 
@@ -338,7 +339,8 @@ class Attributor(_Base):
                   tolerance: float = 0.05, on_delta: str = "warn", n_samples: int = 25, estimator: str = "sampling",
                   features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
                   seed: int = 0, nt_samples: int = 0, nt_stdev: float = 0.1,
-                  environment_radius: int = DEFAULT_ENVIRONMENT_RADIUS, alpha: float = DEFAULT_ALPHA) -> list[Attribution]:
+                  environment_radius: int = DEFAULT_ENVIRONMENT_RADIUS,
+                  alpha: float = DEFAULT_ALPHA) -> list[Attribution]:
         """One :class:`Attribution` per SMILES (a string is one SMILES), in input order.
 
         Every method: ``target`` -- output index (or task name); ``baselines`` -- ``"pad"`` |
@@ -425,7 +427,8 @@ class NeuronAttributor(_Base):
                   tolerance: float = 0.05, on_delta: str = "warn", n_samples: int = 25, estimator: str = "sampling",
                   features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
                   seed: int = 0, nt_samples: int = 0, nt_stdev: float = 0.1,
-                  environment_radius: int = DEFAULT_ENVIRONMENT_RADIUS, alpha: float = DEFAULT_ALPHA) -> list[Attribution]:
+                  environment_radius: int = DEFAULT_ENVIRONMENT_RADIUS,
+                  alpha: float = DEFAULT_ALPHA) -> list[Attribution]:
         """One :class:`Attribution` of neuron ``neuron`` per SMILES (arguments as :meth:`Attributor.attribute`)."""
         if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)) or not 0 <= int(neuron) < self.n_neurons:
             raise TargetError(f"neuron {neuron!r} is out of range: the encoder has {self.n_neurons} features "

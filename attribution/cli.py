@@ -40,9 +40,9 @@ from bartsmiles.core.files import check_writable, read_csv
 from bartsmiles.errors import AttributionError, InvalidSmilesError, MissingColumnError, run_handler
 
 from .attributor import DEFAULT_METHOD, METHODS, PRECISIONS, Attributor, NeuronAttributor, check_method
+from .draw import draw_attribution, draw_grid, write_html_report
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius
 from .gradient_x_input import DEFAULT_ALPHA
-from .draw import draw_attribution, draw_grid, write_html_report
 from .shapley import ESTIMATORS, FEATURES
 
 __all__ = ["main", "build_parser"]

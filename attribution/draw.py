@@ -156,7 +156,7 @@ def draw_attribution(item, path: Optional[str | os.PathLike] = None, *, scores=N
     if fmt != "png":
         raise ValueError(f"format must be png or svg, got {fmt!r}")
     png = molecule_image(mol, scores, fmt="png", style=style, size=size, cmap=cmap, vmax=v)
-    width = size[0] / 100 + (1.3 if colorbar else 0.2)  # inches; the colour bar, its ticks and label: 1.1
+    width = size[0] / 100 + (1.3 if colorbar else 0.2)  # inches; the last 1.3 hold the colour bar, ticks and label
     fig = _figure(width, size[1] / 100 + (0.6 if title else 0.2))
     ax = fig.add_axes([0.02, 0.02, 1 - 1.25 / width if colorbar else 0.96, 0.86 if title else 0.96])
     _show(ax, png, title)

@@ -61,7 +61,8 @@ def shell_weights(mol: Chem.Mol, radius: int) -> np.ndarray:
     return weights
 
 
-def environment_scores(mol: Chem.Mol, atom_scores: Sequence[float], radius: int = DEFAULT_ENVIRONMENT_RADIUS) -> np.ndarray:
+def environment_scores(mol: Chem.Mol, atom_scores: Sequence[float],
+                       radius: int = DEFAULT_ENVIRONMENT_RADIUS) -> np.ndarray:
     """Each atom's score plus ``1/d`` times the mean score of the atoms ``d`` bonds away, ``d = 1..radius``
     (module docstring).  ``atom_scores``: one per atom of ``mol`` (RDKit atom index)."""
     weights = shell_weights(mol, radius)
