@@ -88,12 +88,11 @@ def train(args, spelling: str, data: Path, work: Path) -> Path:
     flags = ["--max-update", str(args.updates), "--save-interval-updates", str(args.eval_every),
              "--keep-interval-updates", "-1", "--validate-interval-updates", str(args.eval_every),
              "--report-accuracy"]
-    if (run / "checkpoint_last.pt").is_file():
-        flags += ["--restore-file", "checkpoint_last.pt"]  # resume: the later flag wins
+    # a killed run (or one given more --updates) continues its checkpoint_last.pt: optimizer and schedule as saved
     cfg = Seq2SeqConfig(data=str(data), pretrained=args.pretrained, arch=args.arch if not args.pretrained else "",
                         save_dir=str(run), epochs=epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                         skip_invalid=True, source_views="rooted" if spelling == "rooted" else "random",
-                        log_file=str(run / "train.log"), extra_args=tuple(flags), cpu=True)
+                        log_file=str(run / "train.log"), extra_args=tuple(flags), cpu=True, resume=True)
     t0 = time.perf_counter()
     BartSmilesSeq2Seq(cfg).fit_data()
     (run / "done").write_text(json.dumps({"train_s": round(time.perf_counter() - t0, 1)}))

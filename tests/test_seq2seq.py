@@ -354,6 +354,32 @@ def test_overfits_a_handful_of_uspto_reactions(pretrained, tmp_path):
     assert acc["top1"] >= 0.75, acc
 
 
+def test_resume_continues_the_saved_run_instead_of_restarting(pretrained, tmp_path):
+    """resume=True continues checkpoint_last.pt (update count, schedule, optimizer) past a --max-update
+    the first run stopped at; without it the same command starts again from the pretrained weights."""
+    from bartsmiles.training.config import RESET_FLAGS, continue_from_last
+
+    def run(max_update: int, save: Path, resume: bool) -> dict:
+        cfg = _tiny(pretrained, save, epochs=3, extra_args=("--max-update", str(max_update)), resume=resume)
+        model = BartSmilesSeq2Seq(cfg).fit(PRODUCTS, REACTANTS, PRODUCTS[:8], REACTANTS[:8])
+        state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+        return {"updates": state["optimizer_history"][-1]["num_updates"], "argv": model.argv}
+
+    first = run(4, tmp_path / "a", resume=True)  # nothing to continue yet: starts from the pretrained model
+    assert first["updates"] == 4 and "--reset-optimizer" in first["argv"]
+    resumed = run(8, tmp_path / "a", resume=True)
+    assert resumed["updates"] == 8  # 4 more, not 8 from the start
+    assert not set(RESET_FLAGS) & set(resumed["argv"]) and resumed["argv"][-2:] == ["--restore-file", "checkpoint_last.pt"]
+    run(4, tmp_path / "b", resume=False)
+    restarted = run(8, tmp_path / "b", resume=False)
+    assert restarted["updates"] == 8 and "--reset-optimizer" in restarted["argv"]  # 8 from the pretrained weights
+    cfg = _tiny(pretrained, tmp_path / "b", epochs=3, lr=1e-3, extra_args=("--max-update", "9"), resume=True)
+    other = BartSmilesSeq2Seq(cfg).fit(PRODUCTS, REACTANTS, PRODUCTS[:8], REACTANTS[:8])
+    assert "--reset-optimizer" in other.argv  # another learning rate: not the same run, so it starts afresh
+    assert continue_from_last(["x", "--restore-file", "p.pt", "--reset-meters", "--seed", "1"]) == \
+        ["x", "--seed", "1", "--restore-file", "checkpoint_last.pt"]
+
+
 def test_plugin_registers_the_seq2seq_task():
     """`import bartsmiles.tasks` (what `--user-dir $(bartsmiles user-dir)` does) must register smiles_seq2seq."""
     code = "import bartsmiles.tasks\nfrom fairseq.tasks import TASK_REGISTRY\nprint('smiles_seq2seq' in TASK_REGISTRY)"

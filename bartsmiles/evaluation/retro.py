@@ -110,8 +110,8 @@ def _model_for(cfg: RetroBenchmarkConfig, data: str) -> BartSmilesSeq2Seq:
     model = BartSmilesSeq2Seq(Seq2SeqConfig(
         data=data, pretrained=cfg.model, save_dir=cfg.save_dir, epochs=cfg.epochs, lr=cfg.lr,
         batch_size=cfg.train_batch_size, seed=cfg.seed, skip_invalid=cfg.skip_invalid, source_views=cfg.source_views,
-        log_file=os.path.join(cfg.save_dir, "train.log"), extra_args=extra))
-    return model.fit_data()
+        log_file=os.path.join(cfg.save_dir, "train.log"), extra_args=extra, resume=True))
+    return model.fit_data()  # a killed (or --max-hours) run in the same --save-dir continues where it stopped
 
 
 def _test_pairs(cfg: RetroBenchmarkConfig, model: BartSmilesSeq2Seq, data: str):

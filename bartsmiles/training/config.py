@@ -28,7 +28,7 @@ from bartsmiles.model.checkpoint import pretrained_model_args
 from bartsmiles.model.resolve import resolve_checkpoint
 
 __all__ = ["help_field", "override", "TrainingConfig", "config_help", "updates_per_epoch", "resolve_model",
-           "start_from_args", "RESET_FLAGS", "PRECISIONS", "LR_SCHEDULERS"]
+           "start_from_args", "continue_from_last", "RESET_FLAGS", "PRECISIONS", "LR_SCHEDULERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,22 @@ RESET_FLAGS = ("--reset-optimizer", "--reset-dataloader", "--reset-meters", "--r
 def start_from_args(checkpoint: str) -> list[str]:
     """Flags that start training from ``checkpoint``'s weights with everything else fresh ([] for "")."""
     return ["--restore-file", checkpoint, *RESET_FLAGS] if checkpoint else []
+
+
+def continue_from_last(argv: Sequence[str]) -> list[str]:
+    """``argv`` made to continue the run saved in its ``--save-dir``: every ``--restore-file`` (and
+    its value) and every reset flag removed, ``--restore-file checkpoint_last.pt`` appended.  fairseq
+    then restores the optimizer, the learning-rate schedule, the data order and the update count as
+    they were saved, instead of starting from a checkpoint's weights with everything else fresh."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--restore-file":
+            i += 2
+            continue
+        if argv[i] not in RESET_FLAGS:
+            out.append(argv[i])
+        i += 1
+    return out + ["--restore-file", "checkpoint_last.pt"]
 
 
 def resolve_model(pretrained: str, arch: str, model_args: Sequence[str], cpu: Optional[bool]) -> dict:

@@ -58,8 +58,8 @@ from bartsmiles.tasks import USER_DIR
 from bartsmiles.tasks.property_head import HEAD_INPUTS
 from bartsmiles.tasks.property_table import check_trainable, read_property_splits
 from bartsmiles.training.config import (
-    RESET_FLAGS,
     TrainingConfig,
+    continue_from_last,
     help_field,
     override,
     resolve_model,
@@ -395,16 +395,8 @@ def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -
         logger.warning("%s is from a run with a different configuration (%s): starting afresh from %s",
                        last, ", ".join(differ), cfg.pretrained)
         return argv
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] == "--restore-file":
-            i += 2
-            continue
-        if argv[i] not in RESET_FLAGS:
-            out.append(argv[i])
-        i += 1
     logger.info("resuming the interrupted run in %s from %s", cfg.save_dir, last)
-    return out + ["--restore-file", "checkpoint_last.pt"]
+    return continue_from_last(argv)
 
 
 # --------------------------------------------------------------------------- runner

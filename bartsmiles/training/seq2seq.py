@@ -52,6 +52,10 @@ class Seq2SeqConfig(TrainingConfig):
     attention_dropout: float = _help("attention dropout", default=0.1)
     max_positions: int = _help("longest source/target in tokens, <s> and </s> included (must match the model)", default=128)
     epoch_checkpoints: bool = _help("keep checkpoint<N>.pt per epoch (else only best and last)", default=False)
+    resume: bool = _help("continue SAVE_DIR/checkpoint_last.pt when it exists -- optimizer, learning-rate schedule, "
+                         "data order and update count as saved -- instead of starting from PRETRAINED: for a killed "
+                         "run of the same configuration, or (a larger --max-update in extra_args) to train it longer",
+                         default=False)
 
 
 # ------------------------------------------------------------------------------ config -> argv
