@@ -47,6 +47,22 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _epochs_text(epochs: float) -> str:
+    """``0.80`` -> "0.80 of an epoch"; about 1 -> "one epoch" (published models train for hundreds)."""
+    return "one epoch" if abs(epochs - 1.0) < 0.01 else f"{epochs:.2f} of an epoch"
+
+
+def _wall_time(done: dict) -> str:
+    """The training wall time from the run's ``done`` record: one part, or the parts of a continued run."""
+    parts = done.get("parts")
+    if not parts:
+        return f"{done.get('train_s', float('nan')) / 3600:.2f} h, one thread, sharing the cores with other jobs"
+    text = ", then ".join(f"{p['updates']:,} updates in {p['train_s'] / 3600:.2f} h on {p['threads']} "
+                          f"thread{'s' if p['threads'] > 1 else ''}{' shared with other jobs' if p.get('shared') else ''}"
+                          for p in parts)
+    return f"{sum(p['train_s'] for p in parts) / 3600:.2f} h: {text}"
+
+
 def card(args) -> int:
     curve = json.loads(Path(args.curve).read_text())
     test = json.loads(Path(args.test).read_text())
@@ -66,7 +82,8 @@ def card(args) -> int:
         "",
         f"> **Read this first.** On the 5,004 test reactions of USPTO-50k (Liu split, reaction class unknown) "
         f"this model's top-1 is **{_pct(s['top1'])}%** and its top-10 **{_pct(s['top10'])}%**; R-SMILES reaches "
-        "56.3% and 91.0%. It was trained for a fraction of an epoch on 2 CPU cores, so it shows what the command "
+        f"56.3% and 91.0%. It was trained for {_epochs_text(pairs / (settings['train'] * settings['k']))} on 2 CPU "
+        "cores (published models train for hundreds), so it shows what the command "
         "does, not a tool to plan syntheses with. A GPU run (`scripts/device/retro.sh`) is prepared to replace it.",
         "",
         "It reads a product and writes its reactants, both as SMILES. `bartsmiles retro PRODUCT` and "
@@ -89,8 +106,7 @@ def card(args) -> int:
         f"learning rate {settings['lr']} after {_flag(argv, '--warmup-updates')} warm-up updates, decaying "
         f"linearly towards zero at {_flag(argv, '--total-num-update')} updates (one epoch) and stopped at "
         f"{updates}; seed {settings['seed']}.",
-        f"- Hardware: {hardware}; training wall time "
-        f"{done.get('train_s', float('nan')) / 3600:.2f} h, one thread, sharing the cores with other jobs.",
+        f"- Hardware: {hardware}; training wall time {_wall_time(done)}.",
         f"- Command: `{curve['command']}`",
         "",
         "## Learning curve (measured)",
