@@ -80,7 +80,7 @@ from bartsmiles.tasks.seq2seq_data import split_file
 from bartsmiles.training.config import continue_from_last
 from bartsmiles.training.finetuning import reset_fairseq_best
 from bartsmiles.training.runner import fairseq_train
-from bartsmiles.training.seq2seq import Seq2SeqConfig, resolve_config, seq2seq_args
+from bartsmiles.training.seq2seq import Seq2SeqConfig, continues_run, resolve_config, seq2seq_args
 
 __all__ = ["BartSmilesSeq2Seq", "RetroCandidate", "RetroResult", "retrosynthesis", "merge_candidates",
            "aggregate_beams", "rooted_or_given", "AGGREGATES", "VIEWS"]
@@ -171,31 +171,6 @@ def aggregate_beams(beams: Sequence[Sequence[tuple[str, float]]], how: str, n_be
 # ------------------------------------------------------------------------------------- model
 
 
-#: config fields that may differ when ``resume`` continues a run (extra_args: e.g. a larger --max-update)
-RESUME_IGNORED_FIELDS = ("extra_args", "log_file", "log_interval", "num_workers", "progress", "resume")
-
-
-def _continues(cfg: Seq2SeqConfig, save: Path) -> bool:
-    """Whether ``cfg`` (``resume``) continues the run saved in ``save``: its ``checkpoint_last.pt`` exists
-    and its ``seq2seq_config.json`` records the same configuration (:data:`RESUME_IGNORED_FIELDS` aside);
-    a different one starts afresh from ``pretrained``, with a warning."""
-    last = save / "checkpoint_last.pt"
-    if not cfg.resume or not last.is_file():
-        return False
-    try:
-        saved = json.loads((save / "seq2seq_config.json").read_text())
-    except (OSError, ValueError):
-        logger.warning("%s exists but seq2seq_config.json does not describe its run: starting afresh", last)
-        return False
-    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    differ = sorted(k for k in set(saved) | set(current)
-                    if k not in RESUME_IGNORED_FIELDS and saved.get(k) != current.get(k))
-    if differ:
-        logger.warning("%s is from a run with a different configuration (%s): starting afresh", last, ", ".join(differ))
-        return False
-    return True
-
-
 class BartSmilesSeq2Seq:
     """A BART SMILES translator: ``fit`` (fairseq training) then ``generate`` (beam search)."""
 
@@ -235,7 +210,7 @@ class BartSmilesSeq2Seq:
         self.config = cfg
         self.argv = seq2seq_args(cfg, n_train)
         save = Path(cfg.save_dir)
-        if _continues(cfg, save):
+        if continues_run(cfg):
             self.argv = continue_from_last(self.argv)
             logger.info("continuing the run in %s from checkpoint_last.pt", save)
         save.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,9 @@ valid-split reactions: teacher-forced token accuracy (fairseq's validation with
 match of the reactant set with beam search (the product in canonical form, which is also the
 first root-aligned view). The result is a learning curve per spelling:
 ``OUT.json``, ``OUT.md`` and ``OUT.png``. A killed run resumes: finished trainings and scored
-checkpoints are kept.
+checkpoints are kept, and an unfinished training continues from its ``checkpoint_last.pt``. A
+larger ``--updates`` continues a finished one the same way (the learning-rate schedule still ends
+at one epoch of the training pairs).
 
     python benchmarks/retro_alignment.py --train 4000 --k 5 --updates 625 --eval-every 125 \\
         --sample 500 --maps runs/retro_rooted/maps --work runs/retro_alignment \\
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bartsmiles.data.atom_mapping import build_root_aligned, read_reaction_lines
 from bartsmiles.data.registry import locate
@@ -80,9 +83,14 @@ def prepare(args, work: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
 
 
 def train(args, spelling: str, data: Path, work: Path) -> Path:
-    """Fine-tune for ``args.updates`` updates, keeping a checkpoint every ``eval_every``; returns the run folder."""
+    """Fine-tune up to ``args.updates`` updates, keeping a checkpoint every ``eval_every``; returns the run folder.
+
+    ``done`` records each training call (``parts``: the update it was asked to reach, its wall time and
+    torch threads) and the total.  A run done to fewer updates than asked continues from its
+    ``checkpoint_last.pt`` (optimizer and schedule as saved) and adds a part."""
     run = work / spelling
-    if (run / "done").is_file():
+    record = json.loads((run / "done").read_text()) if (run / "done").is_file() else None
+    if record is not None and record.get("updates", args.updates) >= args.updates:
         return run
     epochs = args.k if spelling == "canonical" else 1
     flags = ["--max-update", str(args.updates), "--save-interval-updates", str(args.eval_every),
@@ -95,7 +103,10 @@ def train(args, spelling: str, data: Path, work: Path) -> Path:
                         log_file=str(run / "train.log"), extra_args=tuple(flags), cpu=True, resume=True)
     t0 = time.perf_counter()
     BartSmilesSeq2Seq(cfg).fit_data()
-    (run / "done").write_text(json.dumps({"train_s": round(time.perf_counter() - t0, 1)}))
+    parts = (record or {}).get("parts", []) + [{"to_update": args.updates, "train_s": round(time.perf_counter() - t0, 1),
+                                                 "threads": torch.get_num_threads()}]
+    (run / "done").write_text(json.dumps({"updates": args.updates, "train_s": round(sum(p["train_s"] for p in parts), 1),
+                                          "parts": parts}))
     return run
 
 

@@ -52,15 +52,19 @@ def _epochs_text(epochs: float) -> str:
     return "one epoch" if abs(epochs - 1.0) < 0.01 else f"{epochs:.2f} of an epoch"
 
 
-def _wall_time(done: dict) -> str:
-    """The training wall time from the run's ``done`` record: one part, or the parts of a continued run."""
+def _wall_time(done: dict, updates: int) -> str:
+    """The training wall time from the run's ``done`` record (``benchmarks/retro_alignment.py``): one part,
+    or each call of a continued run (``to_update``: the update it was asked to reach; ``updates``: reached)."""
     parts = done.get("parts")
     if not parts:
         return f"{done.get('train_s', float('nan')) / 3600:.2f} h, one thread, sharing the cores with other jobs"
-    text = ", then ".join(f"{p['updates']:,} updates in {p['train_s'] / 3600:.2f} h on {p['threads']} "
-                          f"thread{'s' if p['threads'] > 1 else ''}{' shared with other jobs' if p.get('shared') else ''}"
-                          for p in parts)
-    return f"{sum(p['train_s'] for p in parts) / 3600:.2f} h: {text}"
+    texts, start = [], 0
+    for p in parts:
+        end = min(int(p["to_update"]), updates)
+        texts.append(f"{end - start:,} updates in {p['train_s'] / 3600:.2f} h on {p['threads']} "
+                     f"thread{'s' if p['threads'] > 1 else ''}{' shared with other jobs' if p.get('shared') else ''}")
+        start = end
+    return f"{sum(p['train_s'] for p in parts) / 3600:.2f} h: {', then '.join(texts)}"
 
 
 def card(args) -> int:
@@ -106,7 +110,7 @@ def card(args) -> int:
         f"learning rate {settings['lr']} after {_flag(argv, '--warmup-updates')} warm-up updates, decaying "
         f"linearly towards zero at {_flag(argv, '--total-num-update')} updates (one epoch) and stopped at "
         f"{updates}; seed {settings['seed']}.",
-        f"- Hardware: {hardware}; training wall time {_wall_time(done)}.",
+        f"- Hardware: {hardware}; training wall time {_wall_time(done, updates)}.",
         f"- Command: `{curve['command']}`",
         "",
         "## Learning curve (measured)",

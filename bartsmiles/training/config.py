@@ -14,6 +14,8 @@ from these dataclasses (:mod:`bartsmiles.cli.parser`), so a default is written o
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 from dataclasses import dataclass, field, fields
@@ -28,7 +30,7 @@ from bartsmiles.model.checkpoint import pretrained_model_args
 from bartsmiles.model.resolve import resolve_checkpoint
 
 __all__ = ["help_field", "override", "TrainingConfig", "config_help", "updates_per_epoch", "resolve_model",
-           "start_from_args", "continue_from_last", "RESET_FLAGS", "PRECISIONS", "LR_SCHEDULERS"]
+           "start_from_args", "continue_from_last", "config_changes", "RESET_FLAGS", "PRECISIONS", "LR_SCHEDULERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +182,18 @@ def continue_from_last(argv: Sequence[str]) -> list[str]:
             out.append(argv[i])
         i += 1
     return out + ["--restore-file", "checkpoint_last.pt"]
+
+
+def config_changes(record: Path, cfg, ignored: Sequence[str]) -> Optional[list[str]]:
+    """The fields of dataclass config ``cfg`` that differ from the JSON ``record`` a run saved of its own
+    config (``ignored`` fields aside), sorted; ``None`` when ``record`` cannot be read.  A resume check:
+    a killed run continues only with the configuration it started with."""
+    try:
+        saved = json.loads(Path(record).read_text())
+    except (OSError, ValueError):
+        return None
+    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    return sorted(k for k in (set(saved) | set(current)) - set(ignored) if saved.get(k) != current.get(k))
 
 
 def resolve_model(pretrained: str, arch: str, model_args: Sequence[str], cpu: Optional[bool]) -> dict:

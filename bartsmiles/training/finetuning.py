@@ -59,6 +59,7 @@ from bartsmiles.tasks.property_head import HEAD_INPUTS
 from bartsmiles.tasks.property_table import check_trainable, read_property_splits
 from bartsmiles.training.config import (
     TrainingConfig,
+    config_changes,
     continue_from_last,
     help_field,
     override,
@@ -334,12 +335,6 @@ def _last_epoch(save_dir: Path) -> int:
         return 0
 
 
-def _same_run(saved: dict, current: dict) -> list[str]:
-    """Names of the config fields that differ (ignoring :data:`RESUME_IGNORED_FIELDS`)."""
-    keys = (set(saved) | set(current)) - set(RESUME_IGNORED_FIELDS)
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
-
-
 def _data_fingerprint(cfg: FinetuneConfig) -> dict:
     """sha256 of the data file(s) and of the split file, so edited data is never resumed."""
     data = Path(cfg.data)
@@ -383,14 +378,12 @@ def resume_args(cfg: FinetuneConfig, argv: Sequence[str], resume: bool = True) -
     if not resume or not cfg.pretrained or not last.is_file():
         return argv
     record = Path(cfg.save_dir) / "finetune_config.json"
-    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    try:
-        saved = json.loads(record.read_text())
-    except (OSError, ValueError):
+    differ = config_changes(record, cfg, RESUME_IGNORED_FIELDS)
+    if differ is None:
         logger.warning("%s exists but %s does not describe its run: starting afresh from %s",
                        last, record, cfg.pretrained)
         return argv
-    differ = _same_run(saved, current) + (["data or split file contents"] if previous != fingerprint else [])
+    differ += ["data or split file contents"] if previous != fingerprint else []
     if differ:
         logger.warning("%s is from a run with a different configuration (%s): starting afresh from %s",
                        last, ", ".join(differ), cfg.pretrained)

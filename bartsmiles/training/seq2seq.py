@@ -11,14 +11,28 @@ The model that trains with it is :class:`bartsmiles.seq2seq.BartSmilesSeq2Seq`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from bartsmiles.errors import Seq2SeqError
 from bartsmiles.tasks import USER_DIR
-from bartsmiles.training.config import TrainingConfig, help_field, resolve_model, start_from_args, updates_per_epoch
+from bartsmiles.training.config import (
+    TrainingConfig,
+    config_changes,
+    help_field,
+    resolve_model,
+    start_from_args,
+    updates_per_epoch,
+)
 
-__all__ = ["Seq2SeqConfig", "CRITERIA", "seq2seq_args", "resolve_config"]
+__all__ = ["Seq2SeqConfig", "CRITERIA", "seq2seq_args", "resolve_config", "continues_run", "RESUME_IGNORED_FIELDS"]
+
+logger = logging.getLogger(__name__)
+
+#: config fields that may differ when ``resume`` continues a run (extra_args: e.g. a larger --max-update)
+RESUME_IGNORED_FIELDS = ("extra_args", "log_file", "log_interval", "num_workers", "progress", "resume")
 
 _help = help_field
 
@@ -134,3 +148,18 @@ def seq2seq_args(cfg: Seq2SeqConfig, n_train: int, user_dir: Optional[str] = Non
 def resolve_config(cfg: Seq2SeqConfig) -> Seq2SeqConfig:
     """The pretrained checkpoint file, its architecture and shape flags; ``cpu`` when no GPU."""
     return dataclasses.replace(cfg, **resolve_model(cfg.pretrained, cfg.arch, cfg.model_args, cfg.cpu))
+
+
+def continues_run(cfg: Seq2SeqConfig) -> bool:
+    """Whether ``cfg`` (``resume``) continues the run saved in its ``save_dir``: ``checkpoint_last.pt``
+    exists and ``seq2seq_config.json`` records the same configuration (:data:`RESUME_IGNORED_FIELDS`
+    aside); a different or unreadable one starts afresh from ``pretrained``, with a warning."""
+    last = Path(cfg.save_dir) / "checkpoint_last.pt"
+    if not cfg.resume or not last.is_file():
+        return False
+    differ = config_changes(last.with_name("seq2seq_config.json"), cfg, RESUME_IGNORED_FIELDS)
+    if differ is None:
+        logger.warning("%s exists but seq2seq_config.json does not describe its run: starting afresh", last)
+    elif differ:
+        logger.warning("%s is from a run with a different configuration (%s): starting afresh", last, ", ".join(differ))
+    return differ == []
