@@ -18,6 +18,11 @@ atoms that decide the label (the **ground-truth atoms**, RDKit atom indices):
 ``None``: not used by the rule); :func:`balanced_sample` draws the positives equally from the
 positive strata and the negatives equally from the negative strata.
 
+Did the model learn the rule at all?  :func:`rule_breaking_edits` makes, for a positive, the
+small chemical edits after which the rule calls it negative (one per group the rule needs:
+halogen removed, a singly bonded heteroatom turned into carbon, or a multiple bond lowered by one), so that a
+benchmark can ask whether a model's prediction flips when the deciding group is broken.
+
 Scores against the ground truth, per molecule: :func:`atom_auc` (ROC-AUC of the atom scores,
 ground-truth atoms the positives) and :func:`top_k_hit_rate` (the fraction of the ``k`` best
 scored atoms that are ground truth, ``k`` the number of ground-truth atoms; ties at the cut
@@ -29,12 +34,13 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+from rdkit import Chem
 from sklearn.metrics import roc_auc_score
 
-from bartsmiles.core.chem import match_smarts
+from bartsmiles.core.chem import match_smarts, quiet_rdkit
 
-__all__ = ["KINDS", "Rule", "Labelled", "classify", "label_molecule", "balanced_sample", "atom_auc",
-           "top_k_hit_rate"]
+__all__ = ["KINDS", "Rule", "Labelled", "classify", "label_molecule", "balanced_sample", "break_pattern",
+           "rule_breaking_edits", "atom_auc", "top_k_hit_rate"]
 
 #: the rule kinds (module docstring)
 KINDS = ("single", "and", "or", "count")
@@ -124,6 +130,110 @@ def balanced_sample(strata: Sequence[Optional[str]], n: int, rng: np.random.Gene
             picked += [int(i) for i in rng.choice(groups[name], k, replace=False)]
     rng.shuffle(picked)
     return picked
+
+
+_HALOGENS = (9, 17, 35, 53)
+_HETEROATOMS = (7, 8, 16)
+
+
+def _candidate_edits(mol: Chem.Mol, match: tuple[int, ...]):
+    """Edited copies of ``mol`` (sanitized; ``None`` for an edit that does not sanitize), each
+    touching one atom or bond of ``match``, in this order: a halogen removed; an N, O or S with
+    single bonds only made carbon (amide, ester -> ketone; urea -> amide; sulfonamide -> sulfone);
+    a bond between two matched atoms lowered by one order (nitrile -> imine, alkyne -> alkene);
+    any other N, O or S made carbon."""
+    def sanitized(rw: Chem.RWMol):
+        out = rw.GetMol()
+        try:
+            with quiet_rdkit():
+                Chem.SanitizeMol(out)
+        except Exception:  # noqa: BLE001 - RDKit raises several types for an impossible edit
+            return None
+        return out
+
+    for i in match:
+        if mol.GetAtomWithIdx(i).GetAtomicNum() in _HALOGENS:
+            rw = Chem.RWMol(mol)
+            rw.RemoveAtom(i)
+            yield sanitized(rw)
+
+    def multiple_bonds(i: int) -> int:
+        return sum(b.GetBondType() != Chem.BondType.SINGLE for b in mol.GetAtomWithIdx(i).GetBonds())
+
+    def to_carbon(i: int):
+        rw = Chem.RWMol(mol)
+        atom = rw.GetAtomWithIdx(i)
+        atom.SetAtomicNum(6)
+        atom.SetFormalCharge(0)
+        atom.SetNumExplicitHs(0)
+        atom.SetNoImplicit(False)
+        return sanitized(rw)
+
+    hetero = [i for i in match if mol.GetAtomWithIdx(i).GetAtomicNum() in _HETEROATOMS]
+    for i in hetero:
+        if not multiple_bonds(i):
+            yield to_carbon(i)
+    inside = set(match)
+    lower = {Chem.BondType.TRIPLE: Chem.BondType.DOUBLE, Chem.BondType.DOUBLE: Chem.BondType.SINGLE}
+    for bond in mol.GetBonds():
+        a, b = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        if a in inside and b in inside and bond.GetBondType() in lower:
+            rw = Chem.RWMol(mol)
+            rw.GetBondBetweenAtoms(a, b).SetBondType(lower[bond.GetBondType()])
+            for k in (a, b):
+                rw.GetAtomWithIdx(k).SetNoImplicit(False)
+                rw.GetAtomWithIdx(k).SetNumExplicitHs(0)
+            yield sanitized(rw)
+    for i in hetero:
+        if multiple_bonds(i):
+            yield to_carbon(i)
+
+
+def break_pattern(mol: Chem.Mol, smarts: str, keep: int = 0, max_edits: int = 8) -> Optional[Chem.Mol]:
+    """``mol`` edited until at most ``keep`` matches of ``smarts`` are left, or ``None``.
+
+    Each step takes the first match and applies the first edit of :func:`_candidate_edits` that
+    sanitizes and leaves fewer matches; ``None`` when no edit does, or after ``max_edits`` steps.
+    Atom indices of the result are not those of ``mol`` (an atom may be removed).
+    """
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
+    current = Chem.Mol(mol)
+    for _ in range(max_edits + 1):
+        matches = match_smarts(current, smarts)
+        if len(matches) <= keep:
+            return current
+        for edited in _candidate_edits(current, matches[0]):
+            if edited is not None and len(match_smarts(edited, smarts)) < len(matches):
+                current = edited
+                break
+        else:
+            return None
+    return None
+
+
+def rule_breaking_edits(rule: Rule, mol: Chem.Mol) -> list[tuple[str, Chem.Mol]]:
+    """For a positive of ``rule``, ``(group, edited molecule)`` pairs that the rule calls negative.
+
+    ``single``: the pattern broken everywhere.  ``and``: each of the two groups broken in turn
+    (``"A"``, ``"B"``).  ``or``: the group present broken.  ``count``: matches broken until
+    ``min_count - 1`` are left.  An edit that fails (:func:`break_pattern` gives ``None``) or that
+    the rule would not call negative (it made a new match) is left out, so the list may be empty.
+    Raises :class:`ValueError` when ``rule`` does not call ``mol`` positive.
+    """
+    if label_molecule(rule, mol).label != 1.0:
+        raise ValueError(f"rule {rule.name!r} does not call {Chem.MolToSmiles(mol)} positive")
+    if rule.kind == "count":
+        wanted = [("A", rule.patterns[0], rule.min_count - 1)]
+    else:
+        names = ("A", "B")[: len(rule.patterns)]
+        wanted = [(n, p, 0) for n, p in zip(names, rule.patterns) if match_smarts(mol, p)]
+    out = []
+    for name, pattern, keep in wanted:
+        edited = break_pattern(mol, pattern, keep)
+        if edited is not None and label_molecule(rule, edited).label == 0.0:
+            out.append((name, edited))
+    return out
 
 
 def _truth_vector(n_atoms: int, truth) -> np.ndarray:

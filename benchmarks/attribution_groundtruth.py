@@ -20,6 +20,12 @@ process.  References: ``ecfp_rf`` -- a random forest on ECFP4 bits of the same t
 the fingerprint similarity map (RDKit's ``GetAtomicWeightsForModel`` numbers, batched:
 :func:`bartsmiles.attribution.fingerprint_map.fingerprint_atom_weights`) -- and ``random``.
 
+``rule_check`` (not an attribution) asks whether the models learned the rule at all: each
+explained positive is edited so that the rule calls it negative
+(:func:`bartsmiles.attribution.groundtruth.rule_breaking_edits`), and the table gives the share
+of the model's and of the forest's positive calls that flip to negative.  A group whose removal
+a model does not notice is not one its attributions can be expected to find.
+
 Everything is cached under ``--work-dir`` (data, fine-tuned models, one ``scores.json`` per task
 and seed, with the command, machine and date that computed it), so a killed run resumes and
 several processes may fill the cache for different ``--tasks``; a last run over every task
@@ -61,11 +67,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from rdkit import Chem
 from sklearn.ensemble import RandomForestClassifier
 
 from bartsmiles.attribution import Attributor
 from bartsmiles.attribution.fingerprint_map import fingerprint_atom_weights
-from bartsmiles.attribution.groundtruth import Rule, atom_auc, balanced_sample, label_molecule, top_k_hit_rate
+from bartsmiles.attribution.groundtruth import (
+    Rule,
+    atom_auc,
+    balanced_sample,
+    label_molecule,
+    rule_breaking_edits,
+    top_k_hit_rate,
+)
 from bartsmiles.core.chem import parse_smiles
 from bartsmiles.errors import InvalidSmilesError
 from bartsmiles.evaluation.baselines import ecfp4
@@ -116,6 +130,8 @@ METHODS = {
     "occlusion_env": ("mask_occlusion", {"environment_radius": 2}),
 }
 REFERENCES = ("ecfp_rf", "random")
+#: not an attribution: does breaking the deciding group flip the model's and the forest's prediction?
+CHECKS = ("rule_check",)
 
 
 def slug(name: str) -> str:
@@ -191,8 +207,43 @@ def summarize(per_molecule: list[tuple]) -> dict:
             "top_k_hit": float(np.mean(hits)) if hits else None, "n_molecules": len(aucs)}
 
 
-def score_methods(frame: pd.DataFrame, model: dict, seed: int, args, methods: list[str]) -> dict:
-    """Per method: atom ROC-AUC, top-k hit rate and molecules/s on the positive test molecules."""
+def flip_summary(before: np.ndarray, after: np.ndarray, groups: list[str], threshold: float) -> dict:
+    """Of the (molecule, edit) pairs whose original is called positive (``before > threshold``), the
+    share whose edited copy is called negative, overall and per group; and the mean drop."""
+    called = before > threshold
+    out = {"pairs": int(called.sum()), "flip_rate": float(np.mean(after[called] <= threshold)) if called.any() else None,
+           "mean_drop": float(np.mean(before - after)) if len(before) else None, "groups": {}}
+    for g in sorted(set(groups)):
+        mask = called & (np.asarray(groups) == g)
+        out["groups"][g] = {"pairs": int(mask.sum()),
+                            "flip_rate": float(np.mean(after[mask] <= threshold)) if mask.any() else None}
+    return out
+
+
+def rule_check(rule: Rule, smiles: list[str], attributor: Attributor, forest) -> dict:
+    """Break the deciding group(s) of each positive (:func:`rule_breaking_edits`) and ask whether the
+    fine-tuned model (logit > 0) and the forest (probability > 0.5) flip to negative: an
+    attribution cannot point at a group whose removal the model does not notice."""
+    originals, edited, groups = [], [], []
+    for i, smi in enumerate(smiles):
+        for group, mol in rule_breaking_edits(rule, parse_smiles(smi)):
+            originals.append(i)
+            edited.append(Chem.MolToSmiles(mol))
+            groups.append(group)
+    if not edited:
+        return {"n_molecules": len(smiles), "n_edits": 0}
+    logits = attributor.predict_outputs(list(smiles) + edited)[:, 0]
+    before, after = logits[: len(smiles)][originals], logits[len(smiles):]
+    proba = forest.predict_proba(ecfp4(list(smiles) + edited))[:, list(forest.classes_).index(1.0)]
+    rf_before, rf_after = proba[: len(smiles)][originals], proba[len(smiles):]
+    return {"n_molecules": len(smiles), "n_edits": len(edited), "examples": list(zip(
+                [smiles[i] for i in originals[:3]], edited[:3])),
+            "model": flip_summary(before, after, groups, 0.0), "rf": flip_summary(rf_before, rf_after, groups, 0.5)}
+
+
+def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args, methods: list[str]) -> dict:
+    """Per method: atom ROC-AUC, top-k hit rate and molecules/s on the positive test molecules; and
+    ``rule_check`` (:func:`rule_check`) when asked for."""
     train, test = frame[frame.split == "train"], frame[frame.split == "test"]
     positives = test[test.label == 1.0].head(args.n_explain)
     smiles, truth = list(positives.smiles), [set(t) for t in positives.truth]
@@ -221,11 +272,16 @@ def score_methods(frame: pd.DataFrame, model: dict, seed: int, args, methods: li
                                   for a, t in zip(results, truth)]),
                      "method": method, "options": options, "seconds": round(seconds, 2),
                      "molecules_per_second": round(len(results) / seconds, 3)}
-    if "ecfp_rf" in methods:
+    forest = fit_seconds = None
+    if "ecfp_rf" in methods or "rule_check" in methods:
         start = time.perf_counter()
         forest = RandomForestClassifier(n_estimators=args.rf_trees, random_state=seed, n_jobs=1)
         forest.fit(ecfp4(list(train.smiles)), train.label.to_numpy())
         fit_seconds = time.perf_counter() - start
+    if "rule_check" in methods:
+        out["rule_check"] = rule_check(rule, smiles, Attributor(predictor or PropertyPredictor(model["checkpoint"])),
+                                       forest)
+    if "ecfp_rf" in methods:
         rf_accuracy = float(np.mean(forest.predict(ecfp4(list(test.smiles))) == test.label.to_numpy()))
         start = time.perf_counter()
         weights = fingerprint_atom_weights([parse_smiles(s) for s in smiles],
@@ -257,7 +313,7 @@ def run_task(rule: Rule, index: int, pool: list, seeds: list[int], args, work: P
             # the map is recomputed with any method, so that speed ratios come from one process
             missing += ["ecfp_rf"] if "ecfp_rf" in wanted and "ecfp_rf" not in missing else []
             model = fine_tuned(folder, seed, args)
-            scores = score_methods(frame, model, seed, args, missing)
+            scores = score_methods(rule, frame, model, seed, args, missing)
             kept = {m: v for m, v in (cached or {}).get("methods", {}).items() if m not in missing}
             earlier = [(cached or {}).get("provenance")] + list((cached or {}).get("earlier_provenance", []))
             accuracy = scores["test_accuracy"] if scores["test_accuracy"] is not None else (cached or {}).get("test_accuracy")
@@ -364,11 +420,45 @@ def to_markdown(report: dict) -> str:
             continue
         lines.append(f"| {m} | {row['tasks']} | {row['singles_ok']}/{row['singles']} | {row['and_above']} | {row['or_above']} | "
                      f"{fmt(row['mean_auc'])} | {fmt(row['mean_top_k'])} | {fmt(row['speed_ratio'])} |")
+    checked = [t for t in report["tasks"] if any("rule_check" in x["methods"] for x in t["seeds"].values())]
+    if checked:
+        lines += ["", "## Did the models learn the rule? Breaking the deciding group (rule_check)", "",
+                  "Each positive explained above is edited so that the rule calls it negative (a halogen removed, a "
+                  "singly bonded N, O or S made carbon, or a multiple bond lowered: amide and ester -> ketone, urea -> "
+                  "amide, sulfonamide -> sulfone, nitrile -> imine, alkyne -> alkene; for AND each group in turn, A "
+                  "then B; bartsmiles.attribution.groundtruth.rule_breaking_edits). "
+                  "Of the pairs whose original the model (logit > 0) or the forest (probability > 0.5) calls "
+                  "positive, the share it calls negative after the edit (mean over seeds; per group for AND).", "",
+                  "| task | edits per seed | model: prediction flips | forest: prediction flips | model: mean logit drop |",
+                  "|---|---|---|---|---|"]
+        for t in checked:
+            runs = [x["methods"]["rule_check"] for x in t["seeds"].values() if x["methods"].get("rule_check", {}).get("n_edits")]
+            lines.append(f"| {cell_text(t['task'])} | {round(float(np.mean([r['n_edits'] for r in runs]))) if runs else 'n/a'} | "
+                         f"{flip_cell(runs, 'model')} | {flip_cell(runs, 'rf')} | "
+                         f"{fmt(float(np.mean([r['model']['mean_drop'] for r in runs])) if runs else None)} |")
     timed = [m for m in methods if m != "random"]
     lines += ["", "## Molecules per second (same process, per task; mean over tasks and seeds)", "",
               "| " + " | ".join(timed) + " |", "|---" * len(timed) + "|",
               "| " + " | ".join(fmt(report["speed"].get(m)) for m in timed) + " |"]
     return "\n".join(lines) + "\n"
+
+
+def flip_cell(runs: list[dict], who: str) -> str:
+    """Mean flip rate over seeds of ``who`` (``"model"`` / ``"rf"``), with the per-group rates when
+    the rule has two groups."""
+    rates = [r[who]["flip_rate"] for r in runs if r[who]["flip_rate"] is not None]
+    if not rates:
+        return "n/a"
+    text = f"{np.mean(rates):.2f}"
+    groups = sorted({g for r in runs for g in r[who]["groups"]})
+    if len(groups) > 1:
+        per = []
+        for g in groups:
+            vals = [r[who]["groups"][g]["flip_rate"] for r in runs
+                    if g in r[who]["groups"] and r[who]["groups"][g]["flip_rate"] is not None]
+            per.append(f"{g} {np.mean(vals):.2f}" if vals else f"{g} n/a")
+        text += f" ({', '.join(per)})"
+    return text
 
 
 def main(argv=None) -> int:
@@ -417,10 +507,11 @@ def main(argv=None) -> int:
                   "torch_threads": torch.get_num_threads()}
     pool = read_pool(Path(args.moses), args.pool_rows, args.pool, args.data_seed)
     work = Path(args.work_dir)
-    wanted = [m.strip() for m in args.methods.split(",") if m.strip()] or list(METHODS) + list(REFERENCES)
-    unknown = sorted(set(wanted) - set(METHODS) - set(REFERENCES))
+    known = list(METHODS) + list(REFERENCES) + list(CHECKS)
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()] or known
+    unknown = sorted(set(wanted) - set(known))
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS) + list(REFERENCES)}")
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {known}")
     tasks = [run_task(by_name[n][1], by_name[n][0], pool, seeds, args, work, provenance, wanted) for n in names]
     speed = {}
     for m in list(METHODS) + ["ecfp_rf"]:

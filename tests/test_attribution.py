@@ -396,7 +396,9 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     assert bench.main(argv) == 0
     report = json.loads((tmp_path / "attribution_groundtruth.json").read_text())
     [seed] = report["tasks"][0]["seeds"].values()
-    assert set(seed["methods"]) == set(bench.METHODS) | {"ecfp_rf", "random"}
+    assert set(seed["methods"]) == set(bench.METHODS) | {"ecfp_rf", "random", "rule_check"}
+    check = seed["methods"].pop("rule_check")
+    assert check["n_edits"] > 0 and 0 <= check["rf"]["flip_rate"] <= 1 and check["rf"]["pairs"] > 0
     assert all(m["n_molecules"] > 0 and 0 <= m["top_k_hit"] <= 1 for m in seed["methods"].values())
     assert report["machine"]["cpu_count"] and report["command"].startswith("python benchmarks/attribution_groundtruth.py")
     assert (tmp_path / "attribution_groundtruth.md").read_text().startswith("# Attribution ground truth")
@@ -722,6 +724,38 @@ def test_and_negatives_contain_exactly_one_group():
         mol = parse_smiles(pool[i])
         present = [bool(mol.GetSubstructMatches(Chem.MolFromSmarts(p))) for p in rule.patterns]
         assert sum(present) == (2 if labelled[i].label == 1.0 else 1)
+
+
+@pytest.mark.parametrize("smiles, smarts, keep, expected", [
+    ("CC(=O)NC", "[CX3](=[OX1])[NX3]", 0, "CCC(C)=O"),                    # amide -> ketone
+    ("CNC(=O)NC", "[NX3][CX3](=[OX1])[NX3]", 0, "CCC(=O)NC"),             # urea -> amide
+    ("CS(=O)(=O)NC", "[SX4](=[OX1])(=[OX1])[NX3]", 0, "CCS(C)(=O)=O"),    # sulfonamide -> sulfone
+    ("N#Cc1ccccc1", "[NX1]#[CX2]", 0, "N=Cc1ccccc1"),                      # nitrile -> imine
+    ("C#CC", "[CX2H1]#[CX2]", 0, "C=CC"),                                  # alkyne -> alkene
+    ("Clc1ccc(Br)cc1F", "[F,Cl,Br,I;$(*a)]", 1, "Fc1ccccc1"),             # keep one halogen
+    ("CC", "[CH3]", 0, None),                                              # no edit breaks it
+])
+def test_break_pattern_makes_the_smallest_edit_that_removes_the_group(smiles, smarts, keep, expected):
+    from bartsmiles.attribution.groundtruth import break_pattern
+
+    edited = break_pattern(parse_smiles(smiles), smarts, keep)
+    assert (None if edited is None else Chem.MolToSmiles(edited)) == (None if expected is None else canonicalize(expected))
+    with pytest.raises(TypeError, match="RDKit Mol"):
+        break_pattern(smiles, smarts)
+
+
+def test_rule_breaking_edits_give_one_negative_per_needed_group():
+    from bartsmiles.attribution.groundtruth import Rule, label_molecule, rule_breaking_edits
+
+    rule = Rule("and", "and", ("[CX3](=[OX1])[NX3]", "[F,Cl,Br,I;$(*a)]"))
+    edits = rule_breaking_edits(rule, parse_smiles("CC(=O)Nc1ccc(Cl)cc1"))
+    assert [g for g, _ in edits] == ["A", "B"]
+    assert [Chem.MolToSmiles(m) for _, m in edits] == [canonicalize("CC(=O)Cc1ccc(Cl)cc1"), canonicalize("CC(=O)Nc1ccccc1")]
+    assert all(label_molecule(rule, m).label == 0.0 for _, m in edits)
+    either = Rule("or", "or", ("[NX1]#[CX2]", "[SX4](=[OX1])(=[OX1])[NX3]"))
+    assert [g for g, _ in rule_breaking_edits(either, parse_smiles("CS(=O)(=O)Nc1ccccc1"))] == ["B"]
+    with pytest.raises(ValueError, match="does not call"):
+        rule_breaking_edits(rule, parse_smiles("CC(=O)NC1CCCCC1"))
 
 
 @pytest.mark.parametrize("scores, truth, hit", [

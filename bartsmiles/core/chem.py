@@ -54,11 +54,12 @@ __all__ = [
     "parse_in_written_order",
     "randomize_smiles",
     "match_smarts",
+    "quiet_rdkit",
 ]
 
 
 @contextlib.contextmanager
-def _quiet_rdkit() -> Iterator[None]:
+def quiet_rdkit() -> Iterator[None]:
     """Silence RDKit's error and warning log for the duration of the block."""
     blocker = getattr(Chem.rdBase, "BlockLogs", None)
     if blocker is not None:  # RDKit >= 2022.03: scoped and restores the previous state
@@ -83,7 +84,7 @@ def _check_str(value: object, what: str = "smiles") -> str:
 
 def _failure_reason(smiles: str) -> str:
     """Recover why ``Chem.MolFromSmiles`` rejected ``smiles`` (called on failure only)."""
-    with _quiet_rdkit():
+    with quiet_rdkit():
         raw = Chem.MolFromSmiles(smiles, sanitize=False)
         if raw is None:
             return "SMILES syntax error (RDKit could not parse the string)"
@@ -112,7 +113,7 @@ def parse_smiles(smiles: str, *, row: int | None = None) -> Chem.Mol:
     _check_str(smiles)
     if not smiles.strip():
         raise InvalidSmilesError(smiles, row=row, reason="empty SMILES")
-    with _quiet_rdkit():
+    with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise InvalidSmilesError(smiles, row=row, reason=_failure_reason(smiles))
@@ -205,7 +206,7 @@ def inchi_key(smiles_or_mol: str | Chem.Mol) -> str:
         InvalidSmilesError: a SMILES argument does not parse.
     """
     mol = _as_mol(smiles_or_mol, "inchi_key")
-    with _quiet_rdkit():
+    with quiet_rdkit():
         try:
             return Chem.MolToInchiKey(mol) or ""
         except Exception:  # noqa: BLE001 - the InChI wrapper raises several types; "no key" is the answer
@@ -229,7 +230,7 @@ def parse_in_written_order(smiles: str) -> Chem.Mol:
         raise InvalidSmilesError(smiles, reason="empty SMILES")
     params = Chem.SmilesParserParams()
     params.removeHs = False
-    with _quiet_rdkit():
+    with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles, params)
     if mol is None:
         raise InvalidSmilesError(smiles, reason=_failure_reason(smiles))
@@ -260,7 +261,7 @@ def match_smarts(mol: Chem.Mol, smarts: str) -> list[tuple[int, ...]]:
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
     _check_str(smarts, "smarts")
-    with _quiet_rdkit():
+    with quiet_rdkit():
         pattern = Chem.MolFromSmarts(smarts) if smarts.strip() else None
     if pattern is None:
         raise ValueError(f"invalid SMARTS pattern {smarts!r}")
