@@ -11,7 +11,7 @@ scores, substructures, drawings and the command line work the same for all of th
 * ``"mask_occlusion"`` -- ``F(input) - F(input with the atom's token(s) replaced by <mask>)``,
   optionally with its attached bond / branch / ring-closure tokens (:mod:`.occlusion`); not additive.
 * ``"gradient_x_input"`` -- gradient x input embeddings (or x (input - baseline) for a token
-  baseline), the gradient taken at ``alpha`` (default 0.75) of the way from the baseline to the
+  baseline), the gradient taken at ``alpha`` (default 0.5) of the way from the baseline to the
   input, token scores mapped to atoms (:mod:`.gradient_x_input`); not additive.
 * ``"shapley"`` -- Captum Shapley value sampling over tokens or atoms with a ``<mask>`` baseline
   (:mod:`.shapley`); additive.  ``estimator="ablation"``: Captum feature ablation, not additive.
@@ -59,7 +59,7 @@ METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley")
 #: the method of ``Attributor(model)``, ``NeuronAttributor(model)``, ``bartsmiles-attribute`` and
 #: ``bartsmiles serve``, chosen by the ground-truth tables (README, Attribution;
 #: ``benchmarks/results/attribution_groundtruth*``): gradient x input with a zero baseline, its
-#: gradient taken at ``alpha=0.75`` and its atoms drawn as environment scores, found the deciding
+#: gradient taken at ``alpha=0.5`` and its atoms drawn as environment scores, found the deciding
 #: atoms better than every slower method on the mean, at 10 to 100 times their speed
 DEFAULT_METHOD = "gradient_x_input"
 #: the baseline token a method uses when ``baselines=None``
@@ -363,7 +363,7 @@ class Attributor(_Base):
         (``"tokens"`` | ``"atoms"``), ``seed`` (also the noise's, for SmoothGrad).  Options of other methods are ignored.
 
         ``gradient_x_input``: ``alpha`` in ``(0, 1]`` -- the gradient is taken at ``baseline + alpha *
-        (input - baseline)`` (default :data:`~.gradient_x_input.DEFAULT_ALPHA`, 0.75: one step of
+        (input - baseline)`` (default :data:`~.gradient_x_input.DEFAULT_ALPHA`, 0.5: one step of
         integrated gradients, where a confident model is not saturated; 1: plain gradient x input).
 
         Every method: ``environment_radius`` (default :data:`~.environment.DEFAULT_ENVIRONMENT_RADIUS`,

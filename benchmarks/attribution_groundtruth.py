@@ -51,6 +51,20 @@ task and seed scored in one process, 2 free cores, two processes)::
 and its held-out check on models trained 10 epochs (``--epochs 10``, ``--work-dir
 runs/attribution_gt_ep10``, ``--out benchmarks/results/attribution_groundtruth_encoder_mean_epochs10``).
 
+The default head with three seeds (``benchmarks/results/attribution_groundtruth.{md,json}``; seed 0
+and its slow methods cached from the first run; one process, 1 thread, beside another run)::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 \
+        --methods gxi_zero,gxi_env,gxi_a075,gxi_a075_env,gxi_a05_env,ecfp_rf,random,rule_check
+
+and two sets trained and scored after the default was chosen: 1,200 training molecules
+(``--n-train 1200 --work-dir runs/attribution_gt_n1200 --out
+benchmarks/results/attribution_groundtruth_n1200``, seeds 0-2) and the fine-tuning defaults a user
+gets (``--epochs 10 --batch-size 16 --work-dir runs/attribution_gt_default --out
+benchmarks/results/attribution_groundtruth_finetune_defaults``, seed 0: about 4 minutes a model on
+one thread).  ``rule_check`` was added to every set afterwards with ``--methods rule_check``.
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -112,7 +126,8 @@ TASKS = [
 #: scored by ``Attribution.environment_scores``, so ``environment_radius=0`` scores the atom scores
 #: themselves and the ``*_env`` entries each atom plus its neighbourhood (attribution/environment.py);
 #: ``gxi_a075*`` / ``gxi_a05*`` take the gradient at 0.75 / 0.5 of the way from the zero baseline
-#: (attribution/gradient_x_input.py); ``gxi_a075_env`` is the default of ``Attributor``
+#: (attribution/gradient_x_input.py); ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
+#: was, until the two held-out sets below were scored)
 METHODS = {
     "ig_pad": ("ig", {"baselines": "pad", "n_steps": 16, "environment_radius": 0}),
     "ig_mask": ("ig", {"baselines": "mask", "n_steps": 16, "environment_radius": 0}),
