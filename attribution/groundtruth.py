@@ -19,9 +19,10 @@ atoms that decide the label (the **ground-truth atoms**, RDKit atom indices):
 positive strata and the negatives equally from the negative strata.
 
 Did the model learn the rule at all?  :func:`rule_breaking_edits` makes, for a positive, the
-small chemical edits after which the rule calls it negative (one per group the rule needs:
-halogen removed, a singly bonded heteroatom turned into carbon, or a multiple bond lowered by one), so that a
-benchmark can ask whether a model's prediction flips when the deciding group is broken.
+small chemical edits after which the rule calls it negative (one per group the rule needs: a
+halogen removed, a singly bonded heteroatom turned into carbon, or a multiple bond lowered by
+one), so that a benchmark can ask whether a model's prediction flips when the deciding group is
+broken.
 
 Scores against the ground truth, per molecule: :func:`atom_auc` (ROC-AUC of the atom scores,
 ground-truth atoms the positives) and :func:`top_k_hit_rate` (the fraction of the ``k`` best
@@ -142,7 +143,7 @@ def _candidate_edits(mol: Chem.Mol, match: tuple[int, ...]):
     single bonds only made carbon (amide, ester -> ketone; urea -> amide; sulfonamide -> sulfone);
     a bond between two matched atoms lowered by one order (nitrile -> imine, alkyne -> alkene);
     any other N, O or S made carbon."""
-    def sanitized(rw: Chem.RWMol):
+    def sanitized(rw: Chem.RWMol) -> Optional[Chem.Mol]:
         out = rw.GetMol()
         try:
             with quiet_rdkit():
@@ -151,16 +152,10 @@ def _candidate_edits(mol: Chem.Mol, match: tuple[int, ...]):
             return None
         return out
 
-    for i in match:
-        if mol.GetAtomWithIdx(i).GetAtomicNum() in _HALOGENS:
-            rw = Chem.RWMol(mol)
-            rw.RemoveAtom(i)
-            yield sanitized(rw)
-
     def multiple_bonds(i: int) -> int:
         return sum(b.GetBondType() != Chem.BondType.SINGLE for b in mol.GetAtomWithIdx(i).GetBonds())
 
-    def to_carbon(i: int):
+    def to_carbon(i: int) -> Optional[Chem.Mol]:
         rw = Chem.RWMol(mol)
         atom = rw.GetAtomWithIdx(i)
         atom.SetAtomicNum(6)
@@ -169,6 +164,11 @@ def _candidate_edits(mol: Chem.Mol, match: tuple[int, ...]):
         atom.SetNoImplicit(False)
         return sanitized(rw)
 
+    for i in match:
+        if mol.GetAtomWithIdx(i).GetAtomicNum() in _HALOGENS:
+            rw = Chem.RWMol(mol)
+            rw.RemoveAtom(i)
+            yield sanitized(rw)
     hetero = [i for i in match if mol.GetAtomWithIdx(i).GetAtomicNum() in _HETEROATOMS]
     for i in hetero:
         if not multiple_bonds(i):
