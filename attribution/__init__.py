@@ -10,14 +10,15 @@
 >>> b.delta                                  # Captum's convergence delta
 >>> a.substructures()                        # functional groups, BRICS, scaffold, ranked
 >>> occlusion = Attributor("runs/finetune/checkpoint_best.pt", method="mask_occlusion")
->>> [o] = occlusion.attribute("O=[N+]([O-])c1ccccc1")  # also "gradient_x_input", "shapley"
+>>> [o] = occlusion.attribute("O=[N+]([O-])c1ccccc1")  # also "gradient_x_input", "shapley", "edit_occlusion"
 
 * :mod:`.attributor` -- :class:`Attributor` (a fine-tuned model's output) and
   :class:`NeuronAttributor` (one pooled encoder feature of a frozen model): one API for every
   method (:data:`METHODS`), one result type (:class:`Attribution`).
 * the methods, all at the encoder's input token embeddings: :mod:`.integrated_gradients`
   (Captum IG), :mod:`.occlusion` (``<mask>`` occlusion per atom), :mod:`.gradient_x_input`,
-  :mod:`.shapley` (Captum Shapley value sampling / feature ablation);
+  :mod:`.shapley` (Captum Shapley value sampling / feature ablation); and one that edits the
+  molecule instead, :mod:`.edit_occlusion` (each atom edited out, the edited molecule re-read);
   :mod:`.inputs` -- what they share (loading, checked molecules, padded batches).
 * :mod:`.mapping` -- token scores -> atom scores through the tokenizer's atom alignment.
 * :mod:`.environment` -- atom scores -> environment scores (each atom plus its neighbourhood),

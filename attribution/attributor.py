@@ -15,9 +15,12 @@ scores, substructures, drawings and the command line work the same for all of th
   input, token scores mapped to atoms (:mod:`.gradient_x_input`); not additive.
 * ``"shapley"`` -- Captum Shapley value sampling over tokens or atoms with a ``<mask>`` baseline
   (:mod:`.shapley`); additive.  ``estimator="ablation"``: Captum feature ablation, not additive.
+* ``"edit_occlusion"`` -- ``F(molecule) - F(molecule with the atom edited out)``: a terminal atom
+  deleted, a heteroatom made carbon, a chain carbon cut out (:mod:`.edit_occlusion`); not additive.
 
-All methods perturb the same input: the encoder's input token embeddings (IG's module docstring
-says what ``F`` is; ``output="logit"`` or ``"prediction"``).  For an additive method
+All methods but ``edit_occlusion`` (which edits the molecule itself) perturb the same input: the
+encoder's input token embeddings (IG's module docstring says what ``F`` is; ``output="logit"`` or
+``"prediction"``).  For an additive method
 ``atom_scores.sum() + remainder == output - baseline_output + delta`` with ``delta`` checked
 against ``tolerance`` (:class:`ConvergenceWarning` / :class:`ConvergenceError`); for the others
 ``delta`` reports how far the scores are from adding up and ``converged`` is ``None``.
@@ -48,6 +51,7 @@ from .gradient_x_input import DEFAULT_ALPHA, gradient_x_input
 from .inputs import Molecule, ScoreModel, baseline_token_id, length_batches, load_model, make_batch, prepare_molecules
 from .integrated_gradients import integrated_gradients
 from .mapping import map_token_scores, token_atom_matrix
+from .edit_occlusion import edit_occlusion
 from .occlusion import mask_occlusion
 from .result import Attribution, MethodScores
 from .shapley import ESTIMATORS, FEATURES, shapley
@@ -55,7 +59,7 @@ from .shapley import ESTIMATORS, FEATURES, shapley
 __all__ = ["METHODS", "DEFAULT_METHOD", "Attributor", "NeuronAttributor", "check_method"]
 
 #: the attribution methods
-METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley")
+METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion")
 #: the method of ``Attributor(model)``, ``NeuronAttributor(model)``, ``bartsmiles-attribute`` and
 #: ``bartsmiles serve``, chosen by the ground-truth tables (README, Attribution;
 #: ``benchmarks/results/attribution_groundtruth*``): gradient x input with a zero baseline, its
@@ -63,11 +67,12 @@ METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley")
 #: atoms better than every slower method on the mean, at 10 to 100 times their speed
 DEFAULT_METHOD = "gradient_x_input"
 #: the baseline token a method uses when ``baselines=None``
-DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "mask", "shapley": "mask"}
+DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "mask", "shapley": "mask",
+                    "edit_occlusion": "edit"}
 #: the numeric precisions of the model's forward (and backward) pass
 PRECISIONS = ("fp32", "bf16")
 #: ``batch_size=None``: molecules per IG batch; sequences per forward pass for the other methods
-DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256}
+DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256, "edit_occlusion": 256}
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,8 @@ def _variant(method: str, opts: RunOptions) -> tuple[str, int, bool]:
         return opts.integration, int(opts.n_steps), True
     if method == "mask_occlusion":
         return ("atom+attached" if opts.attached else "atom") + ("+decoder" if opts.occlude_decoder else ""), 1, False
+    if method == "edit_occlusion":
+        return "atom edit", 1, False
     if method == "gradient_x_input":
         plain = float(opts.alpha) == 1.0
         return ("gradient_x_input" if plain else f"gradient at alpha={float(opts.alpha):g}"), 1, False
@@ -211,6 +218,8 @@ class _Base:
     def _scores(self, molecules: Sequence[Molecule], target, opts: RunOptions) -> list[MethodScores]:
         """Run ``self.method`` on ``molecules`` (input order kept)."""
         model = self._score_model(target)
+        if self.method == "edit_occlusion":  # no baseline token: the molecule itself is edited
+            return edit_occlusion(model, molecules, prepare=self.prepare, batch_size=opts.batch_size)
         if self.method == "gradient_x_input" and opts.baselines == "zero":
             return gradient_x_input(model, molecules, baseline_id=None, batch_size=opts.batch_size,
                                     replace_specials=opts.replace_specials, alpha=float(opts.alpha))

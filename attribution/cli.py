@@ -7,7 +7,8 @@
 
 ``--method`` picks the attribution method (:data:`bartsmiles.attribution.attributor.METHODS`):
 ``gradient_x_input`` (the default, :data:`~bartsmiles.attribution.attributor.DEFAULT_METHOD`),
-``ig`` (integrated gradients), ``mask_occlusion``, ``shapley``.
+``ig`` (integrated gradients), ``mask_occlusion``, ``shapley``, ``edit_occlusion`` (each atom edited
+out of the molecule; slower, and it sees confident models' groups that the gradient misses).
 
 Writes into ``--out``:
 

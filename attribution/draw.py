@@ -248,6 +248,9 @@ METHOD_TEXT = {
                       "by <mask>",
     "shapley": "Shapley values (Captum sampling) of the encoder's input tokens or atoms with a <mask> baseline; "
                "token scores mapped to atoms through the tokenizer's atom alignment",
+    "edit_occlusion": "Edit occlusion: an atom's score is the drop in the output when the atom is edited out of "
+                      "the molecule (a terminal atom deleted, a heteroatom made carbon, a chain carbon cut out; "
+                      "ring and branch carbons score 0)",
 }
 
 

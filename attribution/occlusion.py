@@ -30,7 +30,7 @@ import torch
 
 from .inputs import Molecule, ScoreModel, length_batches, make_batch, pad_sequences
 from .mapping import token_atom_matrix
-from .result import MethodScores
+from .result import MethodScores, atom_method_scores
 
 __all__ = ["occlusion_groups", "mask_occlusion"]
 
@@ -113,12 +113,5 @@ def mask_occlusion(model: ScoreModel, molecules: Sequence[Molecule], *, mask_id:
     for c, v in zip(copies, values):
         if c.atom >= 0 and c.masked:
             atoms[c.molecule][c.atom] = output[c.molecule] - v
-    out = []
-    for m, mol in enumerate(molecules):
-        tokens = np.zeros(mol.n_tokens)
-        for t, members in enumerate(mol.alignment.atoms):
-            if len(members) == 1:
-                tokens[t] = atoms[m][members[0]]
-        out.append(MethodScores(token_scores=tokens, special_scores={"<s>": 0.0, "</s>": 0.0},
-                                output=float(output[m]), baseline_output=float(masked_all[m]), atom_scores=atoms[m]))
-    return out
+    return [atom_method_scores(mol.alignment, atoms[m], output=output[m], baseline_output=masked_all[m])
+            for m, mol in enumerate(molecules)]

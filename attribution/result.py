@@ -1,7 +1,7 @@
 """What an attribution returns: the :class:`Attribution` result of one quantity of one molecule.
 
 :class:`MethodScores` is what one attribution method (integrated gradients, mask occlusion,
-gradient x input, Shapley sampling) computes for one molecule before the atom mapping; the
+gradient x input, Shapley sampling, edit occlusion) computes for one molecule before the atom mapping; the
 attributor turns it into an :class:`Attribution`, the one result type every method returns.
 
 Its errors live with every other error in :mod:`bartsmiles.errors`.  No torch import.
@@ -18,7 +18,7 @@ from bartsmiles.core.chem import parse_smiles
 
 from .substructures import substructure_table
 
-__all__ = ["Attribution", "MethodScores"]
+__all__ = ["Attribution", "MethodScores", "atom_method_scores"]
 
 
 @dataclass
@@ -43,6 +43,18 @@ class MethodScores:
     atom_scores: Optional[np.ndarray] = None
 
 
+def atom_method_scores(alignment, atom_scores: np.ndarray, *, output: float, baseline_output: float) -> MethodScores:
+    """:class:`MethodScores` of a method that scores atoms itself (the occlusions): ``atom_scores``
+    (atom index space) as given, and in the token table (token index space) each token of exactly
+    one atom carries that atom's score, every other token and both specials zero."""
+    tokens = np.zeros(len(alignment.tokens))
+    for t, members in enumerate(alignment.atoms):
+        if len(members) == 1:
+            tokens[t] = atom_scores[members[0]]
+    return MethodScores(token_scores=tokens, special_scores={"<s>": 0.0, "</s>": 0.0}, output=float(output),
+                        baseline_output=float(baseline_output), atom_scores=np.asarray(atom_scores, dtype=np.float64))
+
+
 @dataclass
 class Attribution:
     """The attribution of one quantity of one molecule.
@@ -58,7 +70,7 @@ class Attribution:
     * ``output`` = F(input), ``baseline_output`` = F(baseline), ``delta`` = the completeness
       error (Captum's convergence delta for integrated gradients), so
       ``total == output - baseline_output + delta`` and ``atom_scores.sum() + remainder == total``;
-    * ``attribution_method`` -- ``"ig"``, ``"mask_occlusion"``, ``"gradient_x_input"`` or
+    * ``attribution_method`` -- ``"ig"``, ``"mask_occlusion"``, ``"edit_occlusion"``, ``"gradient_x_input"`` or
       ``"shapley"``; ``method`` is its variant (Captum's integration rule for IG, ``"atom"`` /
       ``"atom+attached"`` for occlusion, ``"sampling"`` / ``"ablation"`` for Shapley) and
       ``n_steps`` its number of evaluations per feature (IG steps, Shapley permutations, else 1);

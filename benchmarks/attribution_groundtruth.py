@@ -128,7 +128,8 @@ TASKS = [
 #: themselves and the ``*_env`` entries each atom plus its neighbourhood (attribution/environment.py);
 #: ``gxi_a075*`` / ``gxi_a05*`` take the gradient at 0.75 / 0.5 of the way from the zero baseline
 #: (attribution/gradient_x_input.py); ``gxi_mask*`` / ``gxi_pad*`` from a ``<mask>`` / ``<pad>``
-#: token baseline instead of zero; ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
+#: token baseline instead of zero; ``edit_occlusion*`` edit each atom out of the molecule
+#: (attribution/edit_occlusion.py); ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
 #: was, until the two held-out sets of the module docstring were scored)
 METHODS = {
     "ig_pad": ("ig", {"baselines": "pad", "n_steps": 16, "environment_radius": 0}),
@@ -147,6 +148,8 @@ METHODS = {
     "occlusion_env": ("mask_occlusion", {"environment_radius": 2}),
     "gxi_mask_a05_env": ("gradient_x_input", {"baselines": "mask", "alpha": 0.5, "environment_radius": 2}),
     "gxi_pad_a05_env": ("gradient_x_input", {"baselines": "pad", "alpha": 0.5, "environment_radius": 2}),
+    "edit_occlusion": ("edit_occlusion", {"environment_radius": 0}),
+    "edit_occlusion_env": ("edit_occlusion", {"environment_radius": 2}),
 }
 REFERENCES = ("ecfp_rf", "random")
 #: not an attribution: does breaking the deciding group flip the model's and the forest's prediction?

@@ -558,7 +558,7 @@ def test_batching_gives_the_scores_of_one_at_a_time(predictor, method, options):
 
 
 def test_methods_for_neurons(predictor):
-    for method in ("mask_occlusion", "gradient_x_input", "shapley"):
+    for method in ("mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion"):
         results = NeuronAttributor(predictor, method=method).attribute(PROBES[:3], neuron=5, n_samples=2)
         for a in results:
             assert a.atom_scores.shape == (parse_smiles(a.smiles).GetNumAtoms(),)
@@ -566,7 +566,7 @@ def test_methods_for_neurons(predictor):
 
 
 def test_bad_methods_and_options(checkpoint, predictor):
-    assert METHODS[0] == "ig" and set(METHODS) == {"ig", "mask_occlusion", "gradient_x_input", "shapley"}
+    assert METHODS[0] == "ig" and set(METHODS) == {"ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion"}
     with pytest.raises(AttributionError, match="unknown attribution method 'lime'"):
         Attributor("no/such/checkpoint.pt", method="lime")  # checked before anything is loaded
     shap = Attributor(predictor, method="shapley")
@@ -589,7 +589,7 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
 
     runs = (("mask_occlusion", ["--attached", "--format", "svg"]), ("gradient_x_input", ["--no-images"]),
             ("shapley", ["--n-samples", "2", "--features", "atoms", "--no-images"]),
-            ("ig", ["--ig-method", "riemann_trapezoid", "--no-images"]))
+            ("ig", ["--ig-method", "riemann_trapezoid", "--no-images"]), ("edit_occlusion", ["--no-images"]))
     for method, extra in runs:
         out = tmp_path / method
         assert main([str(checkpoint), "O=[N+]([O-])c1ccccc1", "CCO", "--method", method, *extra, "--n-steps", "8",
@@ -833,6 +833,41 @@ def test_token_budget_batches_give_the_scores_of_one_at_a_time(predictor, monkey
         np.testing.assert_allclose(a.atom_scores, b.atom_scores, atol=1e-5)
         assert a.output == pytest.approx(b.output, abs=1e-5)
     np.testing.assert_allclose(attributor.predict_outputs(PROBES)[:, 0], [a.output for a in alone], atol=1e-5)
+
+
+@pytest.mark.parametrize("smiles, index, expected", [
+    ("CC(=O)Nc1ccc(Cl)cc1", 8, "CC(=O)Nc1ccccc1"),      # terminal halogen deleted
+    ("CC(=O)Nc1ccc(Cl)cc1", 3, "CC(=O)Cc1ccc(Cl)cc1"),  # amide N -> carbon
+    ("CCOCC", 1, "CCOC"),                               # chain carbon cut out, neighbours joined
+    ("CC(=O)Nc1ccc(Cl)cc1", 5, None),                   # ring carbon: no edit
+    ("CC(C)(C)C", 1, None),                             # branch point: no edit
+    ("C", 0, None),                                     # nothing would be left
+])
+def test_remove_atom_edits_one_atom_out(smiles, index, expected):
+    from bartsmiles.attribution.edit_occlusion import remove_atom
+
+    assert remove_atom(parse_smiles(smiles), index) == (None if expected is None else canonicalize(expected))
+    with pytest.raises(IndexError, match="out of range"):
+        remove_atom(parse_smiles(smiles), 99)
+
+
+def test_edit_occlusion_scores_are_output_drops_by_hand(predictor):
+    """An atom's score is F(molecule) - F(edited molecule); atoms without an edit score 0."""
+    from bartsmiles.attribution.edit_occlusion import remove_atom
+
+    attributor = Attributor(predictor, method="edit_occlusion")
+    smiles = "O=[N+]([O-])c1ccc(Cl)cc1"
+    [a] = attributor.attribute(smiles)
+    mol = parse_smiles(a.smiles)
+    edited = [remove_atom(mol, i) for i in range(mol.GetNumAtoms())]
+    outputs = attributor.predict_outputs([a.smiles] + [e for e in edited if e])[:, 0]
+    expected, k = [], 1
+    for e in edited:
+        expected.append(outputs[0] - outputs[k] if e else 0.0)
+        k += bool(e)
+    np.testing.assert_allclose(a.atom_scores, expected, rtol=1e-4, atol=1e-5)
+    assert a.output == pytest.approx(outputs[0], abs=1e-5) and a.method == "atom edit" and a.converged is None
+    assert a.delta == pytest.approx(float(np.sum(a.atom_scores)), abs=1e-6)  # no baseline molecule
 
 
 def test_gradient_taken_part_of_the_way_along_the_path(predictor):
