@@ -47,7 +47,7 @@ from bartsmiles.errors import AttributionError, ConvergenceError, ConvergenceWar
 from bartsmiles.tasks.property_criterion import to_predictions
 
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius, environment_scores
-from .gradient_x_input import DEFAULT_ALPHA, gradient_x_input
+from .gradient_x_input import DEFAULT_ALPHA, check_alpha, gradient_x_input
 from .inputs import Molecule, ScoreModel, baseline_token_id, length_batches, load_model, make_batch, prepare_molecules
 from .integrated_gradients import integrated_gradients
 from .mapping import map_token_scores, token_atom_matrix
@@ -115,10 +115,10 @@ def _check_options(method: str, opts: RunOptions) -> None:
         raise AttributionError(f"batch_size must be >= 1, got {opts.batch_size}")
     try:
         check_radius(opts.environment_radius)
+        if method == "gradient_x_input":
+            check_alpha(opts.alpha)
     except ValueError as exc:
         raise AttributionError(str(exc)) from None
-    if method == "gradient_x_input" and not 0.0 < float(opts.alpha) <= 1.0:
-        raise AttributionError(f"alpha must be in (0, 1], got {opts.alpha}")
     if method == "ig" and int(opts.n_steps) < 2:
         raise AttributionError(f"n_steps must be >= 2 (Captum's integration needs two points), got {opts.n_steps}")
     if method == "ig" and (int(opts.nt_samples) < 0 or not float(opts.nt_stdev) >= 0):

@@ -43,7 +43,7 @@ from bartsmiles.errors import AttributionError, InvalidSmilesError, MissingColum
 from .attributor import DEFAULT_METHOD, METHODS, PRECISIONS, Attributor, NeuronAttributor, check_method
 from .draw import draw_attribution, draw_grid, write_html_report
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius
-from .gradient_x_input import DEFAULT_ALPHA
+from .gradient_x_input import DEFAULT_ALPHA, check_alpha
 from .shapley import ESTIMATORS, FEATURES
 
 __all__ = ["main", "build_parser"]
@@ -146,8 +146,10 @@ def _attribute(args) -> int:
         check_radius(args.environment_radius)
     except ValueError as exc:
         raise AttributionError(f"--environment-radius: {exc}") from None
-    if not 0.0 < args.alpha <= 1.0:
-        raise AttributionError(f"--alpha must be in (0, 1], got {args.alpha}")
+    try:
+        check_alpha(args.alpha, "--alpha")
+    except ValueError as exc:
+        raise AttributionError(str(exc)) from None
     out = Path(args.out)
     check_writable(out / "summary.csv", make_folder=True)  # before any work: the output folder must be usable
     smiles = _inputs(args)

@@ -79,7 +79,7 @@ def remove_atom(mol: Chem.Mol, index: int) -> Optional[str]:
         edited.SetNumExplicitHs(0)
         edited.SetNoImplicit(False)
         return _sanitized(rw)
-    if len(neighbours) == 2 and not atom.IsInRing() and mol.GetBondBetweenAtoms(*neighbours) is None:
+    if len(neighbours) == 2 and not atom.IsInRing():  # outside a ring its two neighbours are not bonded
         rw.AddBond(neighbours[0], neighbours[1], Chem.BondType.SINGLE)
         rw.RemoveAtom(atom.GetIdx())
         return _sanitized(rw)

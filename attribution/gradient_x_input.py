@@ -26,10 +26,17 @@ import torch
 from .inputs import Molecule, ScoreModel, TokenBatch, baseline_ids, length_batches, make_batch, replaced_positions
 from .result import MethodScores
 
-__all__ = ["DEFAULT_ALPHA", "gradient_x_input"]
+__all__ = ["DEFAULT_ALPHA", "check_alpha", "gradient_x_input"]
 
 #: where on the path from the baseline to the input the gradient is taken by default (module docstring)
 DEFAULT_ALPHA = 0.5
+
+
+def check_alpha(alpha, name: str = "alpha") -> float:
+    """``alpha`` as a float in ``(0, 1]``, else :class:`ValueError` naming it ``name``."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {alpha!r}")
+    return float(alpha)
 
 
 def _baseline(model: ScoreModel, batch: TokenBatch, x: torch.Tensor, baseline_id: Optional[int],
