@@ -1,7 +1,8 @@
 """Attribution for BARTSmiles: which atoms and substructures drive a prediction.
 
 >>> from bartsmiles.attribution import Attributor
->>> attributor = Attributor("runs/finetune/checkpoint_best.pt")  # DEFAULT_METHOD: "gradient_x_input"
+>>> attributor = Attributor("runs/finetune/checkpoint_best.pt")  # default: DEFAULT_METHODS by the head
+>>> attributor.method                        # "edit_occlusion" (decoder head); "gradient_x_input" (encoder head)
 >>> [a] = attributor.attribute("O=[N+]([O-])c1ccccc1", target=0)
 >>> a.atom_scores                            # per RDKit atom (additive where the method is)
 >>> a.environment_scores                     # plus the mean of the atoms 1 and 2 bonds away (drawn)
@@ -35,7 +36,7 @@ Its errors (``AttributionError``, ``TargetError``, ``ConvergenceError``, ``Conve
 and the ``InvalidSmilesError`` / ``SmilesTooLongError`` every part of bartsmiles raises) are in
 :mod:`bartsmiles.errors`.
 """
-from .attributor import DEFAULT_METHOD, METHODS, Attributor, NeuronAttributor
+from .attributor import DEFAULT_METHODS, METHODS, Attributor, NeuronAttributor, default_method
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, environment_scores
 from .inputs import BASELINES
 from .mapping import AtomMapping, map_token_scores, token_atom_matrix
@@ -44,7 +45,7 @@ from .result import Attribution, MethodScores
 from .substructures import FunctionalGroup, brics_fragments, functional_groups, scaffold_parts, substructure_table
 
 __all__ = [
-    "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHOD", "Attribution", "MethodScores", "BASELINES",
+    "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHODS", "default_method", "Attribution", "MethodScores", "BASELINES",
     "DEFAULT_ENVIRONMENT_RADIUS", "environment_scores", "AtomMapping", "map_token_scores", "token_atom_matrix",
     "occlusion_groups", "FunctionalGroup", "functional_groups", "substructure_table", "brics_fragments",
     "scaffold_parts",

@@ -1,7 +1,8 @@
 """One API for every attribution method: :class:`Attributor` (a fine-tuned model's output) and
 :class:`NeuronAttributor` (one pooled encoder feature of a frozen model).
 
-``Attributor(model, method=...)`` picks the method; :meth:`Attributor.attribute` returns one
+``Attributor(model, method=...)`` picks the method (default: :func:`default_method` of what the
+model's head reads); :meth:`Attributor.attribute` returns one
 :class:`~bartsmiles.attribution.result.Attribution` per SMILES whatever the method, so atom
 scores, substructures, drawings and the command line work the same for all of them.
 
@@ -16,7 +17,8 @@ scores, substructures, drawings and the command line work the same for all of th
 * ``"shapley"`` -- Captum Shapley value sampling over tokens or atoms with a ``<mask>`` baseline
   (:mod:`.shapley`); additive.  ``estimator="ablation"``: Captum feature ablation, not additive.
 * ``"edit_occlusion"`` -- ``F(molecule) - F(molecule with the atom edited out)``: a terminal atom
-  deleted, a heteroatom made carbon, a chain carbon cut out (:mod:`.edit_occlusion`); not additive.
+  deleted, a heteroatom made carbon, a chain carbon cut out; repeated terminal heteroatoms (two
+  chlorines) are also deleted together and share the joint drop (:mod:`.edit_occlusion`); not additive.
 
 All methods but ``edit_occlusion`` (which edits the molecule itself) perturb the same input: the
 encoder's input token embeddings (IG's module docstring says what ``F`` is; ``output="logit"`` or
@@ -44,11 +46,13 @@ import torch
 
 from bartsmiles.core.chem import parse_smiles
 from bartsmiles.errors import AttributionError, ConvergenceError, ConvergenceWarning, TargetError
+from bartsmiles.model.precision import bf16_inference
 from bartsmiles.tasks.property_criterion import to_predictions
 
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius, environment_scores
 from .gradient_x_input import DEFAULT_ALPHA, check_alpha, gradient_x_input
-from .inputs import Molecule, ScoreModel, baseline_token_id, length_batches, load_model, make_batch, prepare_molecules
+from .inputs import (Molecule, ScoreModel, baseline_token_id, encode_smiles, length_batches, load_model, make_batch,
+                     native_bf16, prepare_molecules)
 from .integrated_gradients import integrated_gradients
 from .mapping import map_token_scores, token_atom_matrix
 from .edit_occlusion import edit_occlusion
@@ -56,21 +60,32 @@ from .occlusion import mask_occlusion
 from .result import Attribution, MethodScores
 from .shapley import ESTIMATORS, FEATURES, shapley
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "Attributor", "NeuronAttributor", "check_method"]
+__all__ = ["METHODS", "DEFAULT_METHODS", "DEFAULT_PRECISION", "PRECISIONS", "Attributor", "NeuronAttributor",
+           "check_method", "default_method"]
 
 #: the attribution methods
 METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion")
-#: the method of ``Attributor(model)``, ``NeuronAttributor(model)``, ``bartsmiles-attribute`` and
-#: ``bartsmiles serve``, chosen by the ground-truth tables (README, Attribution;
-#: ``benchmarks/results/attribution_groundtruth*``): gradient x input with a zero baseline, its
-#: gradient taken at ``alpha=0.5`` and its atoms drawn as environment scores, found the deciding
-#: atoms better than every slower method on the mean, at 10 to 100 times their speed
-DEFAULT_METHOD = "gradient_x_input"
+#: the method of ``Attributor(model)``, ``bartsmiles-attribute`` and ``bartsmiles serve`` by what the
+#: model's head reads (``head_input``, recorded at fine-tuning), chosen by the ground-truth tables
+#: (README, Attribution; ``benchmarks/results/attribution_groundtruth*``).  The decoder's final
+#: state (the fine-tuning default): edit occlusion -- these heads grow so confident that gradients
+#: saturate (a zero-embedding molecule already scores positive), and on the models the fine-tuning
+#: defaults give, edit occlusion found the deciding atoms far better (mean atom ROC-AUC 0.95 against
+#: 0.86).  The pooled encoder: gradient x input at ``alpha=0.5`` (zero baseline), better there
+#: (0.96-0.97 against 0.94-0.96) and 2-3 times faster.  A :class:`NeuronAttributor` reads the
+#: encoder, so it takes the encoder's default.
+DEFAULT_METHODS = {"decoder_eos": "edit_occlusion", "encoder_mean": "gradient_x_input"}
 #: the baseline token a method uses when ``baselines=None``
 DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "mask", "shapley": "mask",
                     "edit_occlusion": "edit"}
-#: the numeric precisions of the model's forward (and backward) pass
-PRECISIONS = ("fp32", "bf16")
+#: the numeric precisions of the model's forward (and backward) pass; ``"auto"``: bf16 where the
+#: device multiplies it in hardware (:func:`.inputs.native_bf16`), else fp32
+PRECISIONS = ("fp32", "bf16", "auto")
+#: ``precision=None``: the gradient methods stay in fp32 (bf16 gradients move the scores: README,
+#: Attribution); the forward-only edit occlusion runs in bf16 where that is native, about 1.5 times
+#: faster on 2 CPU cores with the same ground-truth AUC to within 0.004
+DEFAULT_PRECISION = {"ig": "fp32", "gradient_x_input": "fp32", "mask_occlusion": "fp32", "shapley": "fp32",
+                     "edit_occlusion": "auto"}
 #: ``batch_size=None``: molecules per IG batch; sequences per forward pass for the other methods
 DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256, "edit_occlusion": 256}
 
@@ -98,6 +113,14 @@ class RunOptions:
     nt_stdev: float = 0.1
     environment_radius: int = DEFAULT_ENVIRONMENT_RADIUS
     alpha: float = DEFAULT_ALPHA
+    joint_copies: bool = True
+
+
+def default_method(head_input: str) -> str:
+    """The default method (:data:`DEFAULT_METHODS`) for a model whose head reads ``head_input``."""
+    if head_input not in DEFAULT_METHODS:
+        raise AttributionError(f"no default attribution method for head_input {head_input!r}: give method=")
+    return DEFAULT_METHODS[head_input]
 
 
 def check_method(method: str) -> str:
@@ -141,7 +164,7 @@ def _variant(method: str, opts: RunOptions) -> tuple[str, int, bool]:
     if method == "mask_occlusion":
         return ("atom+attached" if opts.attached else "atom") + ("+decoder" if opts.occlude_decoder else ""), 1, False
     if method == "edit_occlusion":
-        return "atom edit", 1, False
+        return "atom edit" + ("+joint copies" if opts.joint_copies else ""), 1, False
     if method == "gradient_x_input":
         plain = float(opts.alpha) == 1.0
         return ("gradient_x_input" if plain else f"gradient at alpha={float(opts.alpha):g}"), 1, False
@@ -173,11 +196,11 @@ def _attribution(mol: Molecule, scores: MethodScores, *, environment_radius: int
 class _Base:
     """Shared machinery: loading, checking inputs, the method dispatch and the completeness check."""
 
-    def __init__(self, model_or_checkpoint, *, need_head: bool, method: str, precision: str = "fp32"):
-        self.method = check_method(method)
-        if precision not in PRECISIONS:
+    def __init__(self, model_or_checkpoint, *, need_head: bool, method: Optional[str], precision: Optional[str] = None):
+        if method is not None:  # checked before anything is loaded
+            check_method(method)
+        if precision is not None and precision not in PRECISIONS:
             raise AttributionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
         loaded = load_model(model_or_checkpoint, need_head=need_head)
         self.model = loaded.model
         self.vocab = loaded.vocab
@@ -186,6 +209,15 @@ class _Base:
         self.max_positions = loaded.max_positions
         self.canonical = loaded.canonical
         self.device = next(self.model.parameters()).device
+        #: the method in use (``None`` resolved by what the model reads: :data:`DEFAULT_METHODS`)
+        self.method = method if method is not None else default_method(self._reads())
+        precision = DEFAULT_PRECISION[self.method] if precision is None else precision
+        #: the precision in use, ``"fp32"`` or ``"bf16"`` (``"auto"`` resolved for this device)
+        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16(self.device)) else "fp32"
+
+    def _reads(self) -> str:
+        """What the attributed quantity is read from, a key of :data:`DEFAULT_METHODS`."""
+        return str(self.meta.get("head_input", "decoder_eos"))
 
     def prepare(self, smiles) -> list[Molecule]:
         """Check and encode ``smiles`` (errors name the input index; see :func:`.inputs.prepare_molecules`).
@@ -195,9 +227,14 @@ class _Base:
         is the canonical SMILES and its atom indices are RDKit's numbering of it."""
         return prepare_molecules(smiles, self.tokenizer, self.vocab, self.max_positions, self.canonical)
 
-    def _autocast(self):
-        """bfloat16 autocast of the model's matrix products for ``precision="bf16"``; a no-op for fp32."""
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+    def _encode(self, smiles: str) -> tuple[int, ...]:
+        """The ids the model reads for ``smiles``, without an atom alignment (:func:`.inputs.encode_smiles`)."""
+        return encode_smiles(smiles, self.tokenizer, self.vocab, self.max_positions, self.canonical)
+
+    def _precision(self):
+        """bfloat16 autocast of the model's matrix products for ``precision="bf16"``
+        (:func:`bartsmiles.model.precision.bf16_inference`); a no-op for fp32."""
+        return bf16_inference(self.model, enabled=self.precision == "bf16")
 
     def _forward(self, emb, src, lengths, prev) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -209,7 +246,7 @@ class _Base:
     def _score_model(self, target) -> ScoreModel:
         """The attributed scalar per sequence (``target`` of :meth:`_forward`), as the methods see it."""
         def score(emb, src, lengths, prev):
-            with self._autocast():
+            with self._precision():
                 return self._select(self._forward(emb, src, lengths, prev), target).float()
 
         return ScoreModel(score=score, embed=self.model.encoder.embed_tokens, pad=int(self.vocab.pad),
@@ -219,7 +256,8 @@ class _Base:
         """Run ``self.method`` on ``molecules`` (input order kept)."""
         model = self._score_model(target)
         if self.method == "edit_occlusion":  # no baseline token: the molecule itself is edited
-            return edit_occlusion(model, molecules, prepare=self.prepare, batch_size=opts.batch_size)
+            return edit_occlusion(model, molecules, encode=self._encode, batch_size=opts.batch_size,
+                                  joint_copies=bool(opts.joint_copies))
         if self.method == "gradient_x_input" and opts.baselines == "zero":
             return gradient_x_input(model, molecules, baseline_id=None, batch_size=opts.batch_size,
                                     replace_specials=opts.replace_specials, alpha=float(opts.alpha))
@@ -292,13 +330,17 @@ class Attributor(_Base):
     :class:`bartsmiles.estimators.BartSmilesClassifier` / ``BartSmilesRegressor``.
     ``output``: ``"logit"`` (the head's raw output, default) or ``"prediction"`` (probability for
     classification, value in original units for regression).  ``method``: one of :data:`METHODS`
-    (default :data:`DEFAULT_METHOD`).  ``precision``: ``"fp32"`` (default) or ``"bf16"`` -- the
-    model's matrix products in bfloat16 (autocast; inputs, gradients and scores stay float32): about
-    1.4 times faster on a CPU with AVX512-BF16, at a small cost in accuracy (README, Attribution).
+    (``None``, the default: :data:`DEFAULT_METHODS` for what the model's head reads --
+    ``"edit_occlusion"`` for the decoder head, ``"gradient_x_input"`` for the encoder head).  ``precision``: ``"fp32"``, ``"bf16"`` -- the model's matrix
+    products in bfloat16 (autocast; inputs, gradients and scores stay float32), about 1.1 times
+    faster for the gradient methods and 1.5 for edit occlusion on a CPU with AVX512-BF16, with
+    slightly different scores (README, Attribution) -- or ``"auto"``, bf16 where the device has it
+    in hardware (:func:`.inputs.native_bf16`); ``None``: the method's :data:`DEFAULT_PRECISION`.
+    ``self.precision`` is the one in use.
     """
 
-    def __init__(self, model_or_checkpoint, *, output: str = "logit", method: str = DEFAULT_METHOD,
-                 precision: str = "fp32"):
+    def __init__(self, model_or_checkpoint, *, output: str = "logit", method: Optional[str] = None,
+                 precision: Optional[str] = None):
         super().__init__(model_or_checkpoint, need_head=True, method=method, precision=precision)
         if output not in ("logit", "prediction"):
             raise AttributionError(f"output must be 'logit' or 'prediction', got {output!r}")
@@ -337,7 +379,7 @@ class Attributor(_Base):
             for idx in length_batches([len(m.ids) for m in molecules], DEFAULT_BATCH_SIZE["mask_occlusion"]):
                 batch = make_batch([molecules[i].ids for i in idx], int(self.vocab.pad), self.device)
                 x = self.model.encoder.embed_tokens(batch.src)
-                with self._autocast():
+                with self._precision():
                     logits = self._forward(x, batch.src, batch.lengths, batch.prev)
                 out[idx] = logits.double().cpu().numpy().reshape(len(idx), -1)
         return out
@@ -349,7 +391,7 @@ class Attributor(_Base):
                   features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
                   seed: int = 0, nt_samples: int = 0, nt_stdev: float = 0.1,
                   environment_radius: int = DEFAULT_ENVIRONMENT_RADIUS,
-                  alpha: float = DEFAULT_ALPHA) -> list[Attribution]:
+                  alpha: float = DEFAULT_ALPHA, joint_copies: bool = True) -> list[Attribution]:
         """One :class:`Attribution` per SMILES (a string is one SMILES), in input order.
 
         Every method: ``target`` -- output index (or task name); ``baselines`` -- ``"pad"`` |
@@ -374,6 +416,9 @@ class Attributor(_Base):
         ``gradient_x_input``: ``alpha`` in ``(0, 1]`` -- the gradient is taken at ``baseline + alpha *
         (input - baseline)`` (default :data:`~.gradient_x_input.DEFAULT_ALPHA`, 0.5: one step of
         integrated gradients, where a confident model is not saturated; 1: plain gradient x input).
+        ``edit_occlusion``: ``joint_copies`` -- also delete each group of repeated terminal
+        heteroatoms (two chlorines, a CF3's fluorines) at once and share the joint drop among them
+        (default ``True``; :mod:`.edit_occlusion`).
 
         Every method: ``environment_radius`` (default :data:`~.environment.DEFAULT_ENVIRONMENT_RADIUS`,
         2) -- ``Attribution.environment_scores`` is each atom's score plus ``1/d`` times the mean
@@ -393,7 +438,7 @@ class Attributor(_Base):
                              tolerance=tolerance, on_delta=on_delta, return_convergence_delta=return_convergence_delta,
                              n_samples=n_samples, estimator=estimator, features=features, attached=attached,
                              occlude_decoder=occlude_decoder, seed=seed, nt_samples=nt_samples, nt_stdev=nt_stdev,
-                             environment_radius=environment_radius, alpha=alpha)
+                             environment_radius=environment_radius, alpha=alpha, joint_copies=joint_copies)
         return self._run(smiles, target=index, target_name=name, quantity=quantity, opts=opts)
 
 
@@ -404,18 +449,22 @@ class NeuronAttributor(_Base):
     :meth:`bartsmiles.model.pretrained.PretrainedModel.encode` computes it (``pooling="mean"`` over all non-pad
     positions, ``<s>``/``</s>`` included; ``"bos"``; ``"eos"``) -- the features the neuron probe
     (:mod:`bartsmiles.evaluation.probe`) selects from.  Every method of :class:`Attributor` works
-    (``method``), on a wrapper that returns that neuron from the encoder's input embeddings.
+    (``method``; default that of an encoder head, :data:`DEFAULT_METHODS`), on a wrapper that
+    returns that neuron from the encoder's input embeddings.
     ``model``: a :class:`bartsmiles.model.pretrained.PretrainedModel` or anything :class:`Attributor`
     takes (a fine-tuned model's encoder is used; its head is ignored).
     """
 
-    def __init__(self, model, *, pooling: str = "mean", method: str = DEFAULT_METHOD, precision: str = "fp32"):
+    def __init__(self, model, *, pooling: str = "mean", method: Optional[str] = None, precision: Optional[str] = None):
         super().__init__(model, need_head=False, method=method, precision=precision)
         if pooling not in ("mean", "bos", "eos"):
             raise AttributionError(f"pooling must be 'mean', 'bos' or 'eos', got {pooling!r}")
         self.pooling = pooling
         self.n_neurons = int(self.model.encoder.embed_tokens.embedding_dim)
         self._neuron = 0
+
+    def _reads(self) -> str:
+        return "encoder_mean"  # a pooled encoder feature, whatever head the model has
 
     def features(self, emb, src, lengths):
         out = self.model.encoder(src, src_lengths=lengths, token_embeddings=emb)
@@ -437,7 +486,7 @@ class NeuronAttributor(_Base):
                   features: str = "tokens", attached: bool = False, occlude_decoder: bool = False,
                   seed: int = 0, nt_samples: int = 0, nt_stdev: float = 0.1,
                   environment_radius: int = DEFAULT_ENVIRONMENT_RADIUS,
-                  alpha: float = DEFAULT_ALPHA) -> list[Attribution]:
+                  alpha: float = DEFAULT_ALPHA, joint_copies: bool = True) -> list[Attribution]:
         """One :class:`Attribution` of neuron ``neuron`` per SMILES (arguments as :meth:`Attributor.attribute`)."""
         if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)) or not 0 <= int(neuron) < self.n_neurons:
             raise TargetError(f"neuron {neuron!r} is out of range: the encoder has {self.n_neurons} features "
@@ -449,5 +498,5 @@ class NeuronAttributor(_Base):
                              tolerance=tolerance, on_delta=on_delta, return_convergence_delta=return_convergence_delta,
                              n_samples=n_samples, estimator=estimator, features=features, attached=attached,
                              occlude_decoder=occlude_decoder, seed=seed, nt_samples=nt_samples, nt_stdev=nt_stdev,
-                             environment_radius=environment_radius, alpha=alpha)
+                             environment_radius=environment_radius, alpha=alpha, joint_copies=joint_copies)
         return self._run(smiles, target=None, target_name=f"neuron {int(neuron)}", quantity=quantity, opts=opts)

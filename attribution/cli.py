@@ -6,9 +6,10 @@
     bartsmiles-attribute PRETRAINED --neuron 17 --csv molecules.csv --out attr/
 
 ``--method`` picks the attribution method (:data:`bartsmiles.attribution.attributor.METHODS`):
-``gradient_x_input`` (the default, :data:`~bartsmiles.attribution.attributor.DEFAULT_METHOD`),
-``ig`` (integrated gradients), ``mask_occlusion``, ``shapley``, ``edit_occlusion`` (each atom edited
-out of the molecule; slower, and it sees confident models' groups that the gradient misses).
+``edit_occlusion`` (each atom edited out of the molecule), ``gradient_x_input``, ``ig`` (integrated
+gradients), ``mask_occlusion``, ``shapley``.  The default depends on what the model's head reads
+(:data:`~bartsmiles.attribution.attributor.DEFAULT_METHODS`): ``edit_occlusion`` for the decoder
+head (the fine-tuning default), ``gradient_x_input`` for the encoder head and for ``--neuron``.
 
 Writes into ``--out``:
 
@@ -40,7 +41,7 @@ import pandas as pd
 from bartsmiles.core.files import check_writable, read_csv
 from bartsmiles.errors import AttributionError, InvalidSmilesError, MissingColumnError, run_handler
 
-from .attributor import DEFAULT_METHOD, METHODS, PRECISIONS, Attributor, NeuronAttributor, check_method
+from .attributor import DEFAULT_METHODS, METHODS, PRECISIONS, Attributor, NeuronAttributor, check_method
 from .draw import draw_attribution, draw_grid, write_html_report
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius
 from .gradient_x_input import DEFAULT_ALPHA, check_alpha
@@ -61,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=("mean", "bos", "eos"), help="pooling of --neuron")
     p.add_argument("--output", default="logit", choices=("logit", "prediction"),
                    help="attribute the head's logit (default) or the prediction (probability / value)")
-    p.add_argument("--method", default=DEFAULT_METHOD, metavar="{" + ",".join(METHODS) + "}",
-                   help=f"attribution method (default {DEFAULT_METHOD}, chosen by the ground-truth benchmark: README, "
-                        f"Attribution)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default) or bf16: the model's matrix products in bfloat16, about 1.4x faster on a CPU "
-                        "with AVX512-BF16, slightly different scores")
+    p.add_argument("--method", default=None, metavar="{" + ",".join(METHODS) + "}",
+                   help="attribution method; default by what the model's head reads: "
+                        + ", ".join(f"{m} for {h}" for h, m in DEFAULT_METHODS.items())
+                        + " and --neuron (chosen by the ground-truth benchmark: README, Attribution)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="fp32, bf16 (the model's matrix products in bfloat16: about 1.1x faster for the gradient "
+                        "methods and 1.5x for edit_occlusion on a CPU with AVX512-BF16, slightly different scores) or "
+                        "auto (bf16 where the CPU or GPU has it in hardware); default: fp32, auto for edit_occlusion")
     p.add_argument("--baseline", default=None, choices=("pad", "mask", "eos", "zero"),
                    help="token put in place of the molecule's tokens (default: pad for ig, mask for mask_occlusion "
                         "and shapley); zero: a zero embedding, gradient_x_input only (its default)")
@@ -88,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attached", action="store_true",
                    help="mask_occlusion: also mask the atom's bond / branch / ring-closure tokens")
     p.add_argument("--occlude-decoder", action="store_true", help="mask_occlusion: mask the decoder's input too")
+    p.add_argument("--joint-copies", action=argparse.BooleanOptionalAction, default=True,
+                   help="edit_occlusion: also delete each group of repeated terminal heteroatoms (two chlorines, "
+                        "a CF3's fluorines) at once and share the joint drop among them (default: on)")
     p.add_argument("--n-samples", type=int, default=25, help="shapley: random permutations (default 25)")
     p.add_argument("--estimator", default="sampling", choices=ESTIMATORS,
                    help="shapley: Captum ShapleyValueSampling (default) or FeatureAblation")
@@ -141,7 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _attribute(args) -> int:
-    check_method(args.method)  # before any work: an unknown method is one line, exit 2
+    if args.method is not None:
+        check_method(args.method)  # before any work: an unknown method is one line, exit 2
     try:
         check_radius(args.environment_radius)
     except ValueError as exc:
@@ -162,7 +169,8 @@ def _attribute(args) -> int:
                   tolerance=args.tolerance, on_delta=args.on_delta, n_samples=args.n_samples,
                   estimator=args.estimator, features=args.features, attached=args.attached,
                   occlude_decoder=args.occlude_decoder, seed=args.seed, nt_samples=args.nt_samples,
-                  nt_stdev=args.nt_stdev, environment_radius=args.environment_radius, alpha=args.alpha)
+                  nt_stdev=args.nt_stdev, environment_radius=args.environment_radius, alpha=args.alpha,
+                  joint_copies=args.joint_copies)
     if args.neuron is not None:
         attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision)
         run = lambda batch: attributor.attribute(batch, args.neuron, **common)  # noqa: E731
@@ -222,7 +230,8 @@ def _attribute(args) -> int:
     pd.concat(atoms).to_csv(out / "atoms.csv", index=False)
     pd.concat(tokens).to_csv(out / "tokens.csv", index=False)
     pd.concat(subs).to_csv(out / "substructures.csv", index=False)
-    (out / "attributions.json").write_text(json.dumps({"model": str(args.model), "molecules": records,
+    (out / "attributions.json").write_text(json.dumps({"model": str(args.model), "method": attributor.method,
+                                                       "precision": attributor.precision, "molecules": records,
                                                        "errors": errors}, indent=1))
     if not args.no_images:
         (out / "images").mkdir(exist_ok=True)

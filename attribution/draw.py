@@ -250,7 +250,8 @@ METHOD_TEXT = {
                "token scores mapped to atoms through the tokenizer's atom alignment",
     "edit_occlusion": "Edit occlusion: an atom's score is the drop in the output when the atom is edited out of "
                       "the molecule (a terminal atom deleted, a heteroatom made carbon, a chain carbon cut out; "
-                      "ring and branch carbons score 0)",
+                      "ring and branch carbons score 0; repeated terminal heteroatoms such as two chlorines also "
+                      "deleted together, sharing the joint drop)",
 }
 
 

@@ -16,16 +16,29 @@ The atom's score is::
 
     score[a] = F(molecule) - F(edited molecule)        (atom index space)
 
-so a positive score means the atom raises the attributed quantity.  The edited molecules are
-read as the model reads any input (canonical SMILES for a canonical model), so their atom
-numbering never matters.  There is no single baseline molecule: ``baseline_output`` is set to
+so a positive score means the atom raises the attributed quantity.
+
+**Repeated copies** (``joint_copies=True``, the default).  Where a molecule holds two or more
+terminal heteroatoms of one element (two aromatic chlorines, the three fluorines of a CF3, the two
+oxygens of a sulfonyl), deleting one leaves the others to carry the signal, so each alone scores
+near zero although together they decide the output.  For each such group ``G``
+(:func:`repeated_terminal_groups`) the molecule is also run with all of ``G`` deleted at once
+(:func:`remove_atoms`), and the joint drop's excess over the single drops is shared equally::
+
+    score[a] += (F(molecule) - F(molecule without G) - sum(score[G])) / |G|      for a in G
+
+so the group's scores add up to its joint drop.  It costs one more forward pass per group.
+
+The edited molecules are read as the model reads any input (canonical SMILES for a canonical
+model), so their atom numbering never matters.  There is no single baseline molecule: ``baseline_output`` is set to
 ``output``, so ``delta`` is the sum of the scores.  Not additive.  In the token table an atom token
 carries its atom's score and every other token zero.
 
 All originals and edited copies of all molecules are sorted by length and run, without
 gradients, in forward passes of at most ``batch_size`` sequences and at most
 :data:`~bartsmiles.attribution.inputs.TOKEN_BUDGET` padded tokens.  A molecule of ``n`` atoms
-costs up to ``n + 1`` forward passes of one sequence, like mask occlusion.
+costs up to ``n + 1`` forward passes of one sequence, like mask occlusion, plus one per group of
+repeated copies.
 """
 from __future__ import annotations
 
@@ -41,7 +54,7 @@ from bartsmiles.errors import BartSmilesError
 from .inputs import Molecule, ScoreModel, length_batches, make_batch
 from .result import MethodScores, atom_method_scores
 
-__all__ = ["remove_atom", "edit_occlusion"]
+__all__ = ["remove_atom", "remove_atoms", "repeated_terminal_groups", "edit_occlusion"]
 
 
 def _sanitized(rw: Chem.RWMol) -> Optional[str]:
@@ -55,23 +68,60 @@ def _sanitized(rw: Chem.RWMol) -> Optional[str]:
         return None
 
 
+def _check_atom(mol: Chem.Mol, index: int) -> int:
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
+    if not 0 <= int(index) < mol.GetNumAtoms():
+        raise IndexError(f"atom {index} is out of range for a molecule of {mol.GetNumAtoms()} atoms")
+    return int(index)
+
+
+def remove_atoms(mol: Chem.Mol, indices: Sequence[int]) -> Optional[str]:
+    """SMILES of ``mol`` with the terminal atoms ``indices`` (RDKit atom indices, each with at most
+    one heavy neighbour) deleted, hydrogens taking their places; ``None`` when nothing would be left
+    or RDKit rejects the result.
+
+    Raises :class:`TypeError` for a non-``Mol``, :class:`IndexError` for an atom ``mol`` lacks and
+    :class:`ValueError` for an atom with two or more heavy neighbours or an empty ``indices``.
+    """
+    picked = sorted({_check_atom(mol, i) for i in indices}, reverse=True)
+    if not picked:
+        raise ValueError("no atoms to remove")
+    inner = [i for i in picked if mol.GetAtomWithIdx(i).GetDegree() > 1]
+    if inner:
+        raise ValueError(f"atom {inner[-1]} has {mol.GetAtomWithIdx(inner[-1]).GetDegree()} heavy neighbours; "
+                         "only terminal atoms are removed")
+    if len(picked) == mol.GetNumAtoms():
+        return None  # nothing would be left
+    rw = Chem.RWMol(mol)
+    for i in picked:  # highest index first, so the others keep their numbers
+        rw.RemoveAtom(i)
+    return _sanitized(rw)
+
+
+def repeated_terminal_groups(mol: Chem.Mol) -> list[list[int]]:
+    """The terminal heteroatoms of ``mol`` (not carbon, at most one heavy neighbour) grouped by
+    element, for each element with two or more of them: ascending RDKit atom indices, groups in
+    order of their first atom (module docstring, *repeated copies*)."""
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
+    groups: dict[int, list[int]] = {}
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() not in (1, 6) and atom.GetDegree() <= 1:
+            groups.setdefault(atom.GetAtomicNum(), []).append(atom.GetIdx())
+    return sorted((g for g in groups.values() if len(g) >= 2), key=lambda g: g[0])
+
+
 def remove_atom(mol: Chem.Mol, index: int) -> Optional[str]:
     """SMILES of ``mol`` with atom ``index`` (RDKit atom index) edited out, or ``None`` (module docstring).
 
     Raises :class:`TypeError` for a non-``Mol`` and :class:`IndexError` for an atom ``mol`` lacks.
     """
-    if not isinstance(mol, Chem.Mol):
-        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
-    if not 0 <= int(index) < mol.GetNumAtoms():
-        raise IndexError(f"atom {index} is out of range for a molecule of {mol.GetNumAtoms()} atoms")
-    atom = mol.GetAtomWithIdx(int(index))
+    atom = mol.GetAtomWithIdx(_check_atom(mol, index))
     neighbours = [n.GetIdx() for n in atom.GetNeighbors()]
-    rw = Chem.RWMol(mol)
     if len(neighbours) <= 1:
-        if mol.GetNumAtoms() == 1:
-            return None  # nothing would be left
-        rw.RemoveAtom(atom.GetIdx())
-        return _sanitized(rw)
+        return remove_atoms(mol, [atom.GetIdx()])
+    rw = Chem.RWMol(mol)
     if atom.GetAtomicNum() != 6:
         edited = rw.GetAtomWithIdx(atom.GetIdx())
         edited.SetAtomicNum(6)
@@ -99,27 +149,37 @@ def _forward(model: ScoreModel, sequences: Sequence[Sequence[int]], batch_size: 
 
 
 def edit_occlusion(model: ScoreModel, molecules: Sequence[Molecule], *,
-                   prepare: Callable[[list[str]], list[Molecule]], batch_size: int) -> list[MethodScores]:
+                   encode: Callable[[str], Sequence[int]], batch_size: int,
+                   joint_copies: bool = True) -> list[MethodScores]:
     """Edit-occlusion scores (atom index space) for each molecule, in input order (module docstring).
 
-    ``prepare``: the attributor's own SMILES -> :class:`Molecule` encoder, applied to the edited
-    molecules; an edited molecule it rejects scores 0 like an atom without an edit.
+    ``encode``: the attributor's own SMILES -> ids encoder (:func:`.inputs.encode_smiles`), applied
+    to the edited molecules; an edited molecule it rejects scores 0 like an atom without an edit
+    (and a group of repeated copies it rejects keeps its single scores).  ``joint_copies``: also delete each group
+    of repeated terminal heteroatoms at once and share the joint drop (module docstring).
     """
-    edits: list[tuple[int, int, str]] = []  # (molecule, atom, edited SMILES)
+    edits: list[tuple[int, tuple[int, ...], str]] = []  # (molecule, atoms, edited SMILES): one atom or a group
     for m, mol in enumerate(molecules):
         rd = parse_smiles(mol.smiles)
-        edits += [(m, a, s) for a in range(mol.n_atoms) if (s := remove_atom(rd, a)) is not None]
-    encoded: dict[str, Molecule] = {}
+        edits += [(m, (a,), s) for a in range(mol.n_atoms) if (s := remove_atom(rd, a)) is not None]
+        if joint_copies:
+            edits += [(m, tuple(g), s) for g in repeated_terminal_groups(rd) if (s := remove_atoms(rd, g)) is not None]
+    encoded: dict[str, Sequence[int]] = {}
     for smiles in sorted({s for _, _, s in edits}):
         try:
-            encoded[smiles] = prepare([smiles])[0]
+            encoded[smiles] = encode(smiles)
         except BartSmilesError:  # e.g. a token the vocabulary lacks: no score for that atom
             continue
     kept = [e for e in edits if e[2] in encoded]
-    values = _forward(model, [mol.ids for mol in molecules] + [encoded[s].ids for _, _, s in kept], batch_size)
+    values = _forward(model, [mol.ids for mol in molecules] + [encoded[s] for _, _, s in kept], batch_size)
     outputs, edited = values[: len(molecules)], values[len(molecules):]
     atoms = [np.zeros(mol.n_atoms) for mol in molecules]
-    for (m, a, _), v in zip(kept, edited):
-        atoms[m][a] = outputs[m] - v
+    for (m, group, _), v in zip(kept, edited):
+        if len(group) == 1:
+            atoms[m][group[0]] = outputs[m] - v
+    for (m, group, _), v in zip(kept, edited):  # after every single drop is known
+        if len(group) > 1:
+            index = list(group)
+            atoms[m][index] += ((outputs[m] - v) - atoms[m][index].sum()) / len(index)
     return [atom_method_scores(mol.alignment, atoms[m], output=outputs[m], baseline_output=outputs[m])
             for m, mol in enumerate(molecules)]

@@ -15,7 +15,10 @@ from the real ids ``src``; the decoder reads ``prev`` itself.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -27,9 +30,9 @@ from bartsmiles.model.predictor import PropertyPredictor
 from bartsmiles.model.pretrained import load_pretrained
 from bartsmiles.model.resolve import resolve_checkpoint
 
-__all__ = ["BASELINES", "LoadedModel", "Molecule", "ScoreModel", "TokenBatch", "load_model", "prepare_molecules",
-           "baseline_token_id", "pad_sequences", "make_batch", "replaced_positions", "baseline_ids",
-           "sort_by_length", "TOKEN_BUDGET", "length_batches"]
+__all__ = ["BASELINES", "LoadedModel", "Molecule", "ScoreModel", "TokenBatch", "load_model", "encode_smiles",
+           "prepare_molecules", "baseline_token_id", "pad_sequences", "make_batch", "replaced_positions", "baseline_ids",
+           "sort_by_length", "TOKEN_BUDGET", "length_batches", "native_bf16"]
 
 #: the tokens a baseline (or an occlusion) may put in place of a molecule's tokens
 BASELINES = ("pad", "mask", "eos")
@@ -162,6 +165,25 @@ def _check_one(index: int, smiles: Any, tokenizer, vocab, max_positions: int, ca
     return Molecule(smiles=s, alignment=alignment, ids=ids, n_atoms=mol.GetNumAtoms())
 
 
+def encode_smiles(smiles: str, tokenizer, vocab, max_positions: int, canonical: bool = False) -> tuple[int, ...]:
+    """The ids of one SMILES as :func:`prepare_molecules` encodes it (canonical form first when
+    ``canonical``), without the atom alignment it builds: for molecules a method only runs and never
+    maps onto atoms (edit occlusion's edited copies), where the alignment would be most of the cost.
+
+    Raises :class:`InvalidSmilesError` or :class:`SmilesTooLongError` (index ``None``).
+    """
+    try:
+        s = model_spelling(smiles) if canonical else smiles.strip()
+        tokens = tokenizer.tokenize(s)
+    except ValueError as exc:  # InvalidSmilesError and TokenizationError are ValueErrors
+        raise InvalidSmilesError(smiles, index=None, reason=str(exc),
+                                 message=f"invalid SMILES {smiles!r} ({exc})") from None
+    if len(tokens) + 2 > max_positions:
+        raise SmilesTooLongError(s, index=None, length=len(tokens) + 2, limit=max_positions,
+                                 hint="attribution does not truncate")
+    return tuple(int(i) for i in vocab.encode(tokens))
+
+
 def prepare_molecules(smiles, tokenizer, vocab, max_positions: int, canonical: bool = False) -> list[Molecule]:
     """Check and encode ``smiles`` (a string is one SMILES), in input order.
 
@@ -258,3 +280,21 @@ def length_batches(lengths: Sequence[int], max_rows: int, token_budget: int = TO
     if current:
         batches.append(current)
     return batches
+
+
+@lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no flags to read
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 in hardware, so that ``precision="auto"`` picks bf16:
+    a CUDA GPU that supports it, or a CPU whose flags (Linux ``/proc/cpuinfo``) include
+    ``avx512_bf16`` or ``amx_bf16``.  ``False`` elsewhere, where bf16 would be emulated and slower."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and _cpu_has_bf16()

@@ -129,7 +129,9 @@ TASKS = [
 #: ``gxi_a075*`` / ``gxi_a05*`` take the gradient at 0.75 / 0.5 of the way from the zero baseline
 #: (attribution/gradient_x_input.py); ``gxi_mask*`` / ``gxi_pad*`` from a ``<mask>`` / ``<pad>``
 #: token baseline instead of zero; ``edit_occlusion*`` edit each atom out of the molecule
-#: (attribution/edit_occlusion.py); ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
+#: (attribution/edit_occlusion.py; ``*_single*`` without deleting repeated copies together, as
+#: before they were; ``*_bf16*`` with the model's matrix products in bfloat16, ``precision="bf16"``);
+#: ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
 #: was, until the two held-out sets of the module docstring were scored)
 METHODS = {
     "ig_pad": ("ig", {"baselines": "pad", "n_steps": 16, "environment_radius": 0}),
@@ -150,6 +152,9 @@ METHODS = {
     "gxi_pad_a05_env": ("gradient_x_input", {"baselines": "pad", "alpha": 0.5, "environment_radius": 2}),
     "edit_occlusion": ("edit_occlusion", {"environment_radius": 0}),
     "edit_occlusion_env": ("edit_occlusion", {"environment_radius": 2}),
+    "edit_occlusion_single": ("edit_occlusion", {"joint_copies": False, "environment_radius": 0}),
+    "edit_occlusion_single_env": ("edit_occlusion", {"joint_copies": False, "environment_radius": 2}),
+    "edit_occlusion_bf16_env": ("edit_occlusion", {"precision": "bf16", "environment_radius": 2}),
 }
 REFERENCES = ("ecfp_rf", "random")
 #: not an attribution: does breaking the deciding group flip the model's and the forest's prediction?
@@ -276,7 +281,9 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
     for name in predictor_methods:
         method, options = METHODS[name]
         options = {**options, "n_steps": 4, "n_samples": 2} if args.smoke else options
-        attributor = Attributor(predictor, method=method)
+        precision = options.get("precision", "fp32")  # an Attributor setting, not an attribute() option
+        options = {k: v for k, v in options.items() if k != "precision"}
+        attributor = Attributor(predictor, method=method, precision=precision)
         if accuracy is None:
             logits = attributor.predict_outputs(list(test.smiles))[:, 0]
             accuracy = float(np.mean((logits > 0) == (test.label.to_numpy() == 1.0)))
@@ -292,7 +299,7 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
                              f"differ from the ground truth's, e.g. {rewritten[0]}")
         out[name] = {**summarize([(atom_auc(a.environment_scores, t), top_k_hit_rate(a.environment_scores, t))
                                   for a, t in zip(results, truth)]),
-                     "method": method, "options": options, "seconds": round(seconds, 2),
+                     "method": method, "options": options, "precision": precision, "seconds": round(seconds, 2),
                      "molecules_per_second": round(len(results) / seconds, 3)}
     forest = fit_seconds = None
     if "ecfp_rf" in methods or "rule_check" in methods:

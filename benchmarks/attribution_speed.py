@@ -25,6 +25,13 @@ running, torch's default of 2 threads, 1,000 molecules), once per head::
         --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores
     (the same with --head-input encoder_mean --work-dir runs/attribution_speed_2c_enc)
 
+Edit occlusion with repeated copies deleted together and its default precision (bf16 where the CPU
+has it in hardware), against fp32 and without the joint copies; the same 1,000 molecules, nothing
+else running (``benchmarks/results/attribution_speed_2cores_bf16/``)::
+
+    .venv/bin/python benchmarks/attribution_speed.py --runs gradient_x_input,gradient_x_input_bf16,edit_occlusion,edit_occlusion_fp32,edit_occlusion_single,ecfp_rf \
+        --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_bf16
+
 On an oversubscribed machine two torch threads are slower than one (every parallel region
 waits for a descheduled thread).  Numbers from a shared machine vary by a factor of two or more
 between runs; compare methods within one run: ``speed_relative_to_ecfp_rf`` divides each method's
@@ -77,6 +84,9 @@ RUNS = [
     ("mask_occlusion", "mask_occlusion", {}),
     ("mask_occlusion_attached", "mask_occlusion", {"attached": True}),
     ("edit_occlusion", "edit_occlusion", {}),
+    ("edit_occlusion_single", "edit_occlusion", {"joint_copies": False}),
+    ("edit_occlusion_fp32", "edit_occlusion", {"precision": "fp32"}),
+    ("edit_occlusion_bf16", "edit_occlusion", {"precision": "bf16"}),
     ("shapley", "shapley", {"n_samples": 10}),
     ("shapley_atoms", "shapley", {"n_samples": 10, "features": "atoms"}),
     ("shapley_ablation", "shapley", {"estimator": "ablation"}),
@@ -130,13 +140,14 @@ def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
 def time_method(predictor, method: str, options: dict, smiles: list[str]) -> dict:
     """Seconds and molecules/s of one method on ``smiles`` (after a two-molecule warm-up)."""
     settings = {k: v for k, v in options.items() if k != "precision"}
-    attributor = Attributor(predictor, method=method, precision=options.get("precision", "fp32"))
+    attributor = Attributor(predictor, method=method, precision=options.get("precision"))  # None: the method's default
     attributor.attribute(smiles[:2], on_delta="ignore", **settings)
     start, cpu = time.perf_counter(), time.process_time()
     results = attributor.attribute(smiles, on_delta="ignore", **settings)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     deltas = [abs(a.delta) for a in results]
-    return {"method": method, "options": options, "variant": results[0].method, "baseline": results[0].baseline,
+    return {"method": method, "options": options, "precision": attributor.precision, "variant": results[0].method,
+            "baseline": results[0].baseline,
             "n_molecules": len(results), "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
             "molecules_per_second": round(len(results) / seconds, 3),
             "molecules_per_cpu_second": round(len(results) / cpu, 3), "max_abs_delta": float(max(deltas)),

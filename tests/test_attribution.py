@@ -589,7 +589,8 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
 
     runs = (("mask_occlusion", ["--attached", "--format", "svg"]), ("gradient_x_input", ["--no-images"]),
             ("shapley", ["--n-samples", "2", "--features", "atoms", "--no-images"]),
-            ("ig", ["--ig-method", "riemann_trapezoid", "--no-images"]), ("edit_occlusion", ["--no-images"]))
+            ("ig", ["--ig-method", "riemann_trapezoid", "--no-images"]),
+            ("edit_occlusion", ["--no-images", "--no-joint-copies"]))
     for method, extra in runs:
         out = tmp_path / method
         assert main([str(checkpoint), "O=[N+]([O-])c1ccccc1", "CCO", "--method", method, *extra, "--n-steps", "8",
@@ -598,6 +599,8 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
         assert summary["method"].tolist() == [method, method]
         data = json.loads((out / "attributions.json").read_text())
         assert len(data["molecules"][0]["atom_scores"]) == 9
+        assert data["method"] == method and data["precision"] in ("fp32", "bf16")  # the one in use
+    assert data["molecules"][0]["method"] == "atom edit"  # --no-joint-copies reached the method
     page = (tmp_path / "mask_occlusion" / "report.html").read_text()
     assert "Mask occlusion" in page and "not additive" in page and "above tolerance" not in page
     capsys.readouterr()
@@ -857,7 +860,7 @@ def test_edit_occlusion_scores_are_output_drops_by_hand(predictor):
 
     attributor = Attributor(predictor, method="edit_occlusion")
     smiles = "O=[N+]([O-])c1ccc(Cl)cc1"
-    [a] = attributor.attribute(smiles)
+    [a] = attributor.attribute(smiles, joint_copies=False)
     mol = parse_smiles(a.smiles)
     edited = [remove_atom(mol, i) for i in range(mol.GetNumAtoms())]
     outputs = attributor.predict_outputs([a.smiles] + [e for e in edited if e])[:, 0]
@@ -870,13 +873,72 @@ def test_edit_occlusion_scores_are_output_drops_by_hand(predictor):
     assert a.delta == pytest.approx(float(np.sum(a.atom_scores)), abs=1e-6)  # no baseline molecule
 
 
+def test_repeated_terminal_groups_and_remove_atoms():
+    from bartsmiles.attribution.edit_occlusion import remove_atoms, repeated_terminal_groups
+
+    mol = parse_smiles("FC(F)(F)c1ccc(Cl)cc1Cl")
+    assert repeated_terminal_groups(mol) == [[0, 2, 3], [8, 11]]  # three F, two Cl
+    assert repeated_terminal_groups(parse_smiles("Clc1ccc(O)cc1")) == []  # one of each
+    assert repeated_terminal_groups(parse_smiles("CC(C)C")) == []  # carbons are never grouped
+    assert remove_atoms(mol, [0, 2, 3]) == canonicalize("Cc1ccc(Cl)cc1Cl")
+    assert remove_atoms(mol, [8, 11]) == canonicalize("FC(F)(F)c1ccccc1")
+    assert remove_atoms(parse_smiles("ClCl"), [0, 1]) is None  # nothing would be left
+    with pytest.raises(ValueError, match="atom 1 has 4 heavy neighbours"):
+        remove_atoms(mol, [0, 1])
+    with pytest.raises(ValueError, match="no atoms"):
+        remove_atoms(mol, [])
+    with pytest.raises(IndexError, match="out of range"):
+        remove_atoms(mol, [42])
+    with pytest.raises(TypeError, match="RDKit Mol"):
+        repeated_terminal_groups("CCl")
+
+
+@pytest.mark.parametrize("canonical", [False, True])
+def test_encode_smiles_gives_the_ids_prepare_gives(predictor, canonical):
+    """Edit occlusion encodes its edited copies without an atom alignment: same ids, same checks."""
+    from bartsmiles.attribution.inputs import encode_smiles, prepare_molecules
+
+    attributor = Attributor(predictor)
+    args = (attributor.tokenizer, attributor.vocab, attributor.max_positions, canonical)
+    smiles = PROBES + ["FC(F)(F)c1ccc(Cl)cc1Cl", "OC(=O)[C@@H]1CCCN1", "[2H]C([2H])([2H])Oc1ccccc1"]
+    prepared = prepare_molecules(smiles, *args)
+    assert [encode_smiles(s, *args) for s in smiles] == [m.ids for m in prepared]
+    with pytest.raises(InvalidSmilesError, match="C1CC"):
+        encode_smiles("C1CC" if canonical else "C1CC%", *args)
+    with pytest.raises(SmilesTooLongError, match="positions"):
+        encode_smiles("C" * 500, attributor.tokenizer, attributor.vocab, attributor.max_positions, canonical)
+
+
+def test_edit_occlusion_joint_copies_by_hand(predictor):
+    """With joint_copies (the default) each group of repeated terminal heteroatoms also gets the
+    molecule without the whole group: the group's scores add up to that joint drop, shared by the
+    excess over the single drops; every other atom keeps its single drop."""
+    from bartsmiles.attribution.edit_occlusion import remove_atom, remove_atoms
+
+    attributor = Attributor(predictor, method="edit_occlusion")
+    smiles = "Clc1ccc(Cl)cc1C#N"
+    [single] = attributor.attribute(smiles, joint_copies=False)
+    [joint] = attributor.attribute(smiles)
+    mol = parse_smiles(joint.smiles)
+    chlorines = [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "Cl"]
+    assert len(chlorines) == 2 and joint.method == "atom edit+joint copies" and single.method == "atom edit"
+    outputs = attributor.predict_outputs([joint.smiles, remove_atoms(mol, chlorines)]
+                                         + [remove_atom(mol, i) for i in chlorines])[:, 0]
+    np.testing.assert_allclose(single.atom_scores[chlorines], outputs[0] - outputs[2:], rtol=1e-4, atol=1e-5)
+    excess = (outputs[0] - outputs[1]) - (outputs[0] - outputs[2:]).sum()
+    np.testing.assert_allclose(joint.atom_scores[chlorines], outputs[0] - outputs[2:] + excess / 2, rtol=1e-4, atol=1e-5)
+    assert joint.atom_scores[chlorines].sum() == pytest.approx(outputs[0] - outputs[1], abs=1e-4)
+    others = [i for i in range(mol.GetNumAtoms()) if i not in chlorines]
+    np.testing.assert_allclose(joint.atom_scores[others], single.atom_scores[others], atol=1e-6)
+
+
 def test_gradient_taken_part_of_the_way_along_the_path(predictor):
     """alpha: the gradient at alpha * input (zero baseline) times the input, by hand; alpha=1 is plain
     gradient x input; the output is still the model's output at the input; 0 < alpha <= 1."""
     from bartsmiles.attribution.gradient_x_input import DEFAULT_ALPHA
     from bartsmiles.attribution.inputs import make_batch
 
-    attributor = Attributor(predictor)
+    attributor = Attributor(predictor, method="gradient_x_input")
     smiles = "O=[N+]([O-])c1ccc(Cl)cc1"
     [mol] = attributor.prepare([smiles])
     model = attributor._score_model(0)
@@ -914,15 +976,80 @@ def test_a_forward_only_method_first_leaves_gradient_methods_working(checkpoint)
 
 
 def test_bf16_precision_gives_nearly_the_fp32_scores(predictor):
-    fp32 = Attributor(predictor).attribute(PROBES)
-    bf16 = Attributor(predictor, precision="bf16").attribute(PROBES)
-    assert Attributor(predictor).method == "gradient_x_input"  # the default (DEFAULT_METHOD)
+    fp32 = Attributor(predictor, method="gradient_x_input").attribute(PROBES)
+    bf16 = Attributor(predictor, method="gradient_x_input", precision="bf16").attribute(PROBES)
     for a, b in zip(fp32, bf16):
         assert b.output == pytest.approx(a.output, abs=0.05 * max(1.0, abs(a.output)))
         assert np.corrcoef(a.atom_scores, b.atom_scores)[0, 1] > 0.9
         assert b.atom_scores.dtype == np.float64
-    with pytest.raises(AttributionError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(AttributionError, match="precision must be one of fp32, bf16, auto"):
         Attributor(predictor, precision="fp16")
+
+
+def test_bf16_inference_swaps_fairseqs_gelu_only_inside(predictor):
+    """bf16: autocast, and torch's GELU (the same function: equal in fp32) in place of fairseq's,
+    which casts to fp32 and back; the model is left as found, after an error too."""
+    import torch.nn.functional as F
+
+    from bartsmiles.model.precision import FAIRSEQ_GELU, bf16_inference
+
+    layers = [m for m in predictor.model.modules() if getattr(m, "activation_fn", None) is FAIRSEQ_GELU]
+    assert len(layers) == 4  # the tiny model's encoder and decoder layers
+    with bf16_inference(predictor.model):
+        assert all(m.activation_fn is F.gelu for m in layers) and torch.is_autocast_enabled("cpu")
+    assert all(m.activation_fn is FAIRSEQ_GELU for m in layers) and not torch.is_autocast_enabled("cpu")
+    with bf16_inference(predictor.model, enabled=False):
+        assert all(m.activation_fn is FAIRSEQ_GELU for m in layers) and not torch.is_autocast_enabled("cpu")
+    with pytest.raises(RuntimeError, match="boom"):
+        with bf16_inference(predictor.model):
+            raise RuntimeError("boom")
+    assert all(m.activation_fn is FAIRSEQ_GELU for m in layers)
+    x = torch.randn(16, 32)
+    assert torch.equal(F.gelu(x), FAIRSEQ_GELU(x))
+
+
+def test_the_default_method_follows_what_the_head_reads(checkpoint):
+    """DEFAULT_METHODS: edit occlusion for the decoder head (the fine-tuning default), gradient x
+    input for the encoder head and for neurons (pooled encoder features); an explicit method wins."""
+    from bartsmiles.attribution import DEFAULT_METHODS, default_method
+    from bartsmiles.model.predictor import PropertyPredictor
+    from bartsmiles.tasks.property_head import HEAD_INPUTS, use_head_input
+
+    assert set(DEFAULT_METHODS) == set(HEAD_INPUTS) and set(DEFAULT_METHODS.values()) <= set(METHODS)
+    decoder = PropertyPredictor(checkpoint)
+    assert decoder.meta.get("head_input", "decoder_eos") == "decoder_eos"
+    assert Attributor(decoder).method == "edit_occlusion" == default_method("decoder_eos")
+    assert NeuronAttributor(decoder).method == "gradient_x_input"
+    assert Attributor(decoder, method="ig").method == "ig"
+    encoder = PropertyPredictor(checkpoint)
+    encoder.meta["head_input"] = "encoder_mean"
+    use_head_input(encoder.model, "encoder_mean")
+    attributor = Attributor(encoder)
+    assert attributor.method == "gradient_x_input" and attributor.precision == "fp32"
+    [a] = attributor.attribute("O=[N+]([O-])c1ccccc1")
+    assert a.attribution_method == "gradient_x_input" and np.isfinite(a.atom_scores).all()
+    with pytest.raises(AttributionError, match="no default attribution method for head_input 'cls'"):
+        default_method("cls")
+
+
+def test_auto_precision_and_each_methods_default(predictor, monkeypatch):
+    """precision=None is the method's DEFAULT_PRECISION: fp32 for the gradient methods, "auto" for
+    edit occlusion; "auto" is bf16 exactly where the device has it in hardware (native_bf16)."""
+    from bartsmiles.attribution import attributor as module
+    from bartsmiles.attribution.inputs import native_bf16
+
+    cpu = torch.device("cpu")
+    assert isinstance(native_bf16(cpu), bool) and native_bf16(torch.device("meta")) is False
+    native = "bf16" if native_bf16(cpu) else "fp32"
+    assert Attributor(predictor, method="gradient_x_input").precision == "fp32"
+    assert Attributor(predictor).precision == native  # the decoder head's default: edit occlusion
+    assert Attributor(predictor, method="edit_occlusion", precision="fp32").precision == "fp32"
+    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(module, "native_bf16", lambda device, has=has_bf16: has)
+        assert Attributor(predictor, precision="auto").precision == expected
+        assert Attributor(predictor, method="edit_occlusion").precision == expected
+        assert Attributor(predictor, precision="bf16").precision == "bf16"  # asked for: emulated if need be
+    assert set(module.DEFAULT_PRECISION) == set(module.METHODS)
 
 
 def test_a_canonical_model_attributes_the_smiles_it_reads(predictor):
@@ -930,7 +1057,7 @@ def test_a_canonical_model_attributes_the_smiles_it_reads(predictor):
     and its output is the model's prediction for any spelling of the molecule."""
     assert predictor.meta.get("smiles_form") == "canonical"
     kekule, aromatic = "C1=CC=C(C=C1)[N+](=O)[O-]", "O=[N+]([O-])c1ccccc1"
-    attributor = Attributor(predictor)
+    attributor = Attributor(predictor, precision="fp32")  # the prediction path runs in fp32
     a, b = attributor.attribute([kekule, aromatic])
     assert a.smiles == b.smiles == aromatic  # RDKit's canonical form
     np.testing.assert_allclose(a.atom_scores, b.atom_scores, atol=1e-6)
