@@ -19,9 +19,10 @@ The atom's score is::
 so a positive score means the atom raises the attributed quantity.
 
 **Repeated copies** (``joint_copies=True``, the default).  Where a molecule holds two or more
-terminal heteroatoms of one element (two aromatic chlorines, the three fluorines of a CF3, the two
-oxygens of a sulfonyl), deleting one leaves the others to carry the signal, so each alone scores
-near zero although together they decide the output.  For each such group ``G``
+terminal heteroatoms of the same kind -- one element and charge, bonded the same way to the same
+element: two aromatic chlorines, the three fluorines of a CF3, the two oxygens of a sulfonyl or of
+two amide carbonyls, but not a nitro group's ``=O`` and ``[O-]`` -- deleting one leaves the others
+to carry the signal, so each alone scores near zero although together they decide the output.  For each such group ``G``
 (:func:`repeated_terminal_groups`) the molecule is also run with all of ``G`` deleted at once
 (:func:`remove_atoms`), and the joint drop's excess over the single drops is shared equally::
 
@@ -99,16 +100,28 @@ def remove_atoms(mol: Chem.Mol, indices: Sequence[int]) -> Optional[str]:
     return _sanitized(rw)
 
 
+def _terminal_kind(atom: Chem.Atom) -> tuple:
+    """(element, formal charge, neighbour's element, bond type) of a terminal atom; the last two
+    ``None`` for an atom without neighbours (an ion)."""
+    bonds = atom.GetBonds()
+    if not bonds:
+        return atom.GetAtomicNum(), atom.GetFormalCharge(), None, None
+    bond = bonds[0]
+    return (atom.GetAtomicNum(), atom.GetFormalCharge(), bond.GetOtherAtom(atom).GetAtomicNum(),
+            str(bond.GetBondType()))
+
+
 def repeated_terminal_groups(mol: Chem.Mol) -> list[list[int]]:
     """The terminal heteroatoms of ``mol`` (not carbon, at most one heavy neighbour) grouped by
-    element, for each element with two or more of them: ascending RDKit atom indices, groups in
-    order of their first atom (module docstring, *repeated copies*)."""
+    kind -- element, formal charge, the neighbour's element and the bond to it -- for each kind
+    with two or more of them: ascending RDKit atom indices, groups in order of their first atom
+    (module docstring, *repeated copies*)."""
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
-    groups: dict[int, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for atom in mol.GetAtoms():
         if atom.GetAtomicNum() not in (1, 6) and atom.GetDegree() <= 1:
-            groups.setdefault(atom.GetAtomicNum(), []).append(atom.GetIdx())
+            groups.setdefault(_terminal_kind(atom), []).append(atom.GetIdx())
     return sorted((g for g in groups.values() if len(g) >= 2), key=lambda g: g[0])
 
 

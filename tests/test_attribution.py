@@ -880,9 +880,15 @@ def test_repeated_terminal_groups_and_remove_atoms():
     assert repeated_terminal_groups(mol) == [[0, 2, 3], [8, 11]]  # three F, two Cl
     assert repeated_terminal_groups(parse_smiles("Clc1ccc(O)cc1")) == []  # one of each
     assert repeated_terminal_groups(parse_smiles("CC(C)C")) == []  # carbons are never grouped
+    assert repeated_terminal_groups(parse_smiles("CS(N)(=O)=O")) == [[3, 4]]  # a sulfonyl's two =O
+    # a ketone's =O, a nitro group's =O and its [O-]: three kinds of oxygen, no group
+    assert repeated_terminal_groups(parse_smiles("CC(=O)c1ccc(cc1)[N+](=O)[O-]")) == []
+    assert repeated_terminal_groups(parse_smiles("CC(=O)NCC(=O)NC")) == [[2, 6]]  # two amide =O
+    assert repeated_terminal_groups(parse_smiles("[Na+].[Cl-].[Cl-]")) == [[1, 2]]  # ions: no neighbour
     assert remove_atoms(mol, [0, 2, 3]) == canonicalize("Cc1ccc(Cl)cc1Cl")
     assert remove_atoms(mol, [8, 11]) == canonicalize("FC(F)(F)c1ccccc1")
     assert remove_atoms(parse_smiles("ClCl"), [0, 1]) is None  # nothing would be left
+    assert remove_atoms(parse_smiles("[Na+].[Cl-].[Cl-]"), [1, 2]) == "[Na+]"
     with pytest.raises(ValueError, match="atom 1 has 4 heavy neighbours"):
         remove_atoms(mol, [0, 1])
     with pytest.raises(ValueError, match="no atoms"):
