@@ -70,9 +70,9 @@ METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusio
 #: (README, Attribution; ``benchmarks/results/attribution_groundtruth*``).  The decoder's final
 #: state (the fine-tuning default): edit occlusion -- these heads grow so confident that gradients
 #: saturate (a zero-embedding molecule already scores positive), and on the models the fine-tuning
-#: defaults give, edit occlusion found the deciding atoms far better (mean atom ROC-AUC 0.95 against
-#: 0.86).  The pooled encoder: gradient x input at ``alpha=0.5`` (zero baseline), better there
-#: (0.96-0.97 against 0.94-0.96) and 2-3 times faster.  A :class:`NeuronAttributor` reads the
+#: defaults give, edit occlusion found the deciding atoms far better (mean atom ROC-AUC 0.947
+#: against 0.831, three seeds).  The pooled encoder: gradient x input at ``alpha=0.5`` (zero
+#: baseline), better there (0.961 and 0.968 against 0.943 and 0.956) and cheaper.  A :class:`NeuronAttributor` reads the
 #: encoder, so it takes the encoder's default.
 DEFAULT_METHODS = {"decoder_eos": "edit_occlusion", "encoder_mean": "gradient_x_input"}
 #: the baseline token a method uses when ``baselines=None``
@@ -82,8 +82,8 @@ DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "
 #: device multiplies it in hardware (:func:`.inputs.native_bf16`), else fp32
 PRECISIONS = ("fp32", "bf16", "auto")
 #: ``precision=None``: the gradient methods stay in fp32 (bf16 gradients move the scores: README,
-#: Attribution); the forward-only edit occlusion runs in bf16 where that is native, about 1.5 times
-#: faster on 2 CPU cores with the same ground-truth AUC to within 0.004
+#: Attribution); the forward-only edit occlusion runs in bf16 where that is native, 1.5 to 1.7 times
+#: faster on 2 CPU cores with the same ground-truth AUCs (seed means within 0.002)
 DEFAULT_PRECISION = {"ig": "fp32", "gradient_x_input": "fp32", "mask_occlusion": "fp32", "shapley": "fp32",
                      "edit_occlusion": "auto"}
 #: ``batch_size=None``: molecules per IG batch; sequences per forward pass for the other methods
@@ -331,9 +331,10 @@ class Attributor(_Base):
     ``output``: ``"logit"`` (the head's raw output, default) or ``"prediction"`` (probability for
     classification, value in original units for regression).  ``method``: one of :data:`METHODS`
     (``None``, the default: :data:`DEFAULT_METHODS` for what the model's head reads --
-    ``"edit_occlusion"`` for the decoder head, ``"gradient_x_input"`` for the encoder head).  ``precision``: ``"fp32"``, ``"bf16"`` -- the model's matrix
-    products in bfloat16 (autocast; inputs, gradients and scores stay float32), about 1.1 times
-    faster for the gradient methods and 1.5 for edit occlusion on a CPU with AVX512-BF16, with
+    ``"edit_occlusion"`` for the decoder head, ``"gradient_x_input"`` for the encoder head).
+    ``precision``: ``"fp32"``, ``"bf16"`` -- the model's matrix products in bfloat16 (autocast;
+    inputs, gradients and scores stay float32), about 1.3 times faster for the gradient methods
+    and 1.5 for edit occlusion on 2 cores of a CPU with AVX512-BF16, with
     slightly different scores (README, Attribution) -- or ``"auto"``, bf16 where the device has it
     in hardware (:func:`.inputs.native_bf16`); ``None``: the method's :data:`DEFAULT_PRECISION`.
     ``self.precision`` is the one in use.

@@ -63,8 +63,20 @@ README, Attribution): 1,200 training molecules
 (``--n-train 1200 --work-dir runs/attribution_gt_n1200 --out
 benchmarks/results/attribution_groundtruth_n1200``, seeds 0-2) and the fine-tuning defaults a user
 gets (``--epochs 10 --batch-size 16 --work-dir runs/attribution_gt_default --out
-benchmarks/results/attribution_groundtruth_finetune_defaults``, seed 0: about 4 minutes a model on
-one thread).  ``rule_check`` was added to every set afterwards with ``--methods rule_check``.
+benchmarks/results/attribution_groundtruth_finetune_defaults``: about 4 minutes a model on one
+thread; seeds 1 and 2 were added later).  ``rule_check`` was added to every set afterwards with
+``--methods rule_check``.
+
+Edit occlusion with repeated copies deleted together (``edit_occlusion*``) was last scored on every
+set with ``--methods edit_occlusion,edit_occlusion_env,edit_occlusion_bf16_env,ecfp_rf`` and each
+set's own options above (two processes, one thread each).  The scores it gave before joint copies
+are kept as ``edit_occlusion_single*`` (renamed in the caches; ``joint_copies=False`` computes them
+again).  The user-default set, every method, seeds 0-2::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 \
+        --methods gxi_zero,gxi_env,gxi_a075,gxi_a075_env,gxi_a05_env,edit_occlusion,edit_occlusion_env,edit_occlusion_bf16_env,ecfp_rf,random,rule_check \
+        --work-dir runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults
 
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
