@@ -45,7 +45,8 @@ from .result import Attribution, MethodScores
 from .substructures import FunctionalGroup, brics_fragments, functional_groups, scaffold_parts, substructure_table
 
 __all__ = [
-    "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHODS", "default_method", "Attribution", "MethodScores", "BASELINES",
+    "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHODS", "default_method", "Attribution", "MethodScores",
+    "BASELINES",
     "DEFAULT_ENVIRONMENT_RADIUS", "environment_scores", "AtomMapping", "map_token_scores", "token_atom_matrix",
     "occlusion_groups", "FunctionalGroup", "functional_groups", "substructure_table", "brics_fragments",
     "scaffold_parts",

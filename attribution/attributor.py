@@ -333,7 +333,7 @@ class Attributor(_Base):
     (``None``, the default: :data:`DEFAULT_METHODS` for what the model's head reads --
     ``"edit_occlusion"`` for the decoder head, ``"gradient_x_input"`` for the encoder head).
     ``precision``: ``"fp32"``, ``"bf16"`` -- the model's matrix products in bfloat16 (autocast;
-    inputs, gradients and scores stay float32), about 1.3 times faster for the gradient methods
+    inputs, gradients and scores stay float32), 1.2 to 1.3 times faster for the gradient methods
     and 1.5 for edit occlusion on 2 cores of a CPU with AVX512-BF16, with
     slightly different scores (README, Attribution) -- or ``"auto"``, bf16 where the device has it
     in hardware (:func:`.inputs.native_bf16`); ``None``: the method's :data:`DEFAULT_PRECISION`.

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{m} for {h}" for h, m in DEFAULT_METHODS.items())
                         + " and --neuron (chosen by the ground-truth benchmark: README, Attribution)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help="fp32, bf16 (the model's matrix products in bfloat16: about 1.3x faster for the gradient "
+                   help="fp32, bf16 (the model's matrix products in bfloat16: 1.2-1.3x faster for the gradient "
                         "methods and 1.5x for edit_occlusion on a CPU with AVX512-BF16, slightly different scores) or "
                         "auto (bf16 where the CPU or GPU has it in hardware); default: fp32, auto for edit_occlusion")
     p.add_argument("--baseline", default=None, choices=("pad", "mask", "eos", "zero"),

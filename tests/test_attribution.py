@@ -915,6 +915,21 @@ def test_encode_smiles_gives_the_ids_prepare_gives(predictor, canonical):
         encode_smiles("C" * 500, attributor.tokenizer, attributor.vocab, attributor.max_positions, canonical)
 
 
+def test_edit_occlusion_runs_each_distinct_edit_once(predictor, monkeypatch):
+    """A CF3's three fluorines give one edited molecule: it runs once, and all three get its drop."""
+    from bartsmiles.attribution import edit_occlusion as module
+
+    sizes = []
+    forward = module._forward
+    monkeypatch.setattr(module, "_forward", lambda model, seqs, bs: sizes.append(len(seqs)) or forward(model, seqs, bs))
+    [a] = Attributor(predictor, method="edit_occlusion").attribute("FC(F)(F)c1ccccc1", joint_copies=False)
+    mol = parse_smiles(a.smiles)
+    edits = [module.remove_atom(mol, i) for i in range(mol.GetNumAtoms())]
+    fluorines = [i for i in range(mol.GetNumAtoms()) if mol.GetAtomWithIdx(i).GetSymbol() == "F"]
+    assert len({edits[i] for i in fluorines}) == 1 and sizes == [1 + len({e for e in edits if e})]
+    assert a.atom_scores[fluorines[0]] == a.atom_scores[fluorines[1]] == a.atom_scores[fluorines[2]] != 0
+
+
 def test_edit_occlusion_joint_copies_by_hand(predictor):
     """With joint_copies (the default) each group of repeated terminal heteroatoms also gets the
     molecule without the whole group: the group's scores add up to that joint drop, shared by the
