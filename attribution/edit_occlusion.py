@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from rdkit import Chem
 
-from bartsmiles.core.chem import parse_smiles, quiet_rdkit
+from bartsmiles.core.chem import atom_made_carbon, parse_smiles, sanitized_or_none
 from bartsmiles.errors import BartSmilesError
 
 from .inputs import Molecule, ScoreModel, length_batches, make_batch
@@ -59,15 +59,9 @@ from .result import MethodScores, atom_method_scores
 __all__ = ["remove_atom", "remove_atoms", "repeated_terminal_groups", "edit_occlusion"]
 
 
-def _sanitized(rw: Chem.RWMol) -> Optional[str]:
-    """Canonical SMILES of ``rw`` after sanitization, or ``None`` when RDKit rejects it."""
-    mol = rw.GetMol()
-    try:
-        with quiet_rdkit():
-            Chem.SanitizeMol(mol)
-            return Chem.MolToSmiles(mol)
-    except Exception:  # noqa: BLE001 - RDKit raises several types for an impossible edit
-        return None
+def _smiles(mol: Optional[Chem.Mol]) -> Optional[str]:
+    """Canonical SMILES of an edited molecule that sanitized, ``None`` for one that did not."""
+    return None if mol is None else Chem.MolToSmiles(mol)
 
 
 def _check_atom(mol: Chem.Mol, index: int) -> int:
@@ -98,7 +92,7 @@ def remove_atoms(mol: Chem.Mol, indices: Sequence[int]) -> Optional[str]:
     rw = Chem.RWMol(mol)
     for i in picked:  # highest index first, so the others keep their numbers
         rw.RemoveAtom(i)
-    return _sanitized(rw)
+    return _smiles(sanitized_or_none(rw))
 
 
 def _terminal_kind(atom: Chem.Atom) -> tuple:
@@ -135,18 +129,13 @@ def remove_atom(mol: Chem.Mol, index: int) -> Optional[str]:
     neighbours = [n.GetIdx() for n in atom.GetNeighbors()]
     if len(neighbours) <= 1:
         return remove_atoms(mol, [atom.GetIdx()])
-    rw = Chem.RWMol(mol)
     if atom.GetAtomicNum() != 6:
-        edited = rw.GetAtomWithIdx(atom.GetIdx())
-        edited.SetAtomicNum(6)
-        edited.SetFormalCharge(0)
-        edited.SetNumExplicitHs(0)
-        edited.SetNoImplicit(False)
-        return _sanitized(rw)
+        return _smiles(atom_made_carbon(mol, atom.GetIdx()))
     if len(neighbours) == 2 and not atom.IsInRing():  # outside a ring its two neighbours are not bonded
+        rw = Chem.RWMol(mol)
         rw.AddBond(neighbours[0], neighbours[1], Chem.BondType.SINGLE)
         rw.RemoveAtom(atom.GetIdx())
-        return _sanitized(rw)
+        return _smiles(sanitized_or_none(rw))
     return None
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from rdkit import Chem
 from sklearn.metrics import roc_auc_score
 
-from bartsmiles.core.chem import match_smarts, quiet_rdkit
+from bartsmiles.core.chem import atom_made_carbon, match_smarts, sanitized_or_none
 
 __all__ = ["KINDS", "Rule", "Labelled", "classify", "label_molecule", "balanced_sample", "break_pattern",
            "rule_breaking_edits", "atom_auc", "top_k_hit_rate"]
@@ -143,36 +143,18 @@ def _candidate_edits(mol: Chem.Mol, match: tuple[int, ...]):
     single bonds only made carbon (amide, ester -> ketone; urea -> amide; sulfonamide -> sulfone);
     a bond between two matched atoms lowered by one order (nitrile -> imine, alkyne -> alkene);
     any other N, O or S made carbon."""
-    def sanitized(rw: Chem.RWMol) -> Optional[Chem.Mol]:
-        out = rw.GetMol()
-        try:
-            with quiet_rdkit():
-                Chem.SanitizeMol(out)
-        except Exception:  # noqa: BLE001 - RDKit raises several types for an impossible edit
-            return None
-        return out
-
     def multiple_bonds(i: int) -> int:
         return sum(b.GetBondType() != Chem.BondType.SINGLE for b in mol.GetAtomWithIdx(i).GetBonds())
-
-    def to_carbon(i: int) -> Optional[Chem.Mol]:
-        rw = Chem.RWMol(mol)
-        atom = rw.GetAtomWithIdx(i)
-        atom.SetAtomicNum(6)
-        atom.SetFormalCharge(0)
-        atom.SetNumExplicitHs(0)
-        atom.SetNoImplicit(False)
-        return sanitized(rw)
 
     for i in match:
         if mol.GetAtomWithIdx(i).GetAtomicNum() in _HALOGENS:
             rw = Chem.RWMol(mol)
             rw.RemoveAtom(i)
-            yield sanitized(rw)
+            yield sanitized_or_none(rw)
     hetero = [i for i in match if mol.GetAtomWithIdx(i).GetAtomicNum() in _HETEROATOMS]
     for i in hetero:
         if not multiple_bonds(i):
-            yield to_carbon(i)
+            yield atom_made_carbon(mol, i)
     inside = set(match)
     lower = {Chem.BondType.TRIPLE: Chem.BondType.DOUBLE, Chem.BondType.DOUBLE: Chem.BondType.SINGLE}
     for bond in mol.GetBonds():
@@ -183,10 +165,10 @@ def _candidate_edits(mol: Chem.Mol, match: tuple[int, ...]):
             for k in (a, b):
                 rw.GetAtomWithIdx(k).SetNoImplicit(False)
                 rw.GetAtomWithIdx(k).SetNumExplicitHs(0)
-            yield sanitized(rw)
+            yield sanitized_or_none(rw)
     for i in hetero:
         if multiple_bonds(i):
-            yield to_carbon(i)
+            yield atom_made_carbon(mol, i)
 
 
 def break_pattern(mol: Chem.Mol, smarts: str, keep: int = 0, max_edits: int = 8) -> Optional[Chem.Mol]:

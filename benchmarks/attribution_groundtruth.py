@@ -320,8 +320,9 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
         forest.fit(ecfp4(list(train.smiles)), train.label.to_numpy())
         fit_seconds = time.perf_counter() - start
     if "rule_check" in methods:
-        out["rule_check"] = rule_check(rule, smiles, Attributor(predictor or PropertyPredictor(model["checkpoint"])),
-                                       forest)
+        # fp32 predictions whatever the method's default precision: a flip is a sign change at 0
+        out["rule_check"] = rule_check(rule, smiles, Attributor(predictor or PropertyPredictor(model["checkpoint"]),
+                                                                precision="fp32"), forest)
     if "ecfp_rf" in methods:
         rf_accuracy = float(np.mean(forest.predict(ecfp4(list(test.smiles))) == test.label.to_numpy()))
         start = time.perf_counter()

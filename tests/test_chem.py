@@ -114,3 +114,26 @@ def test_model_spelling_is_canonical_unless_rdkit_writes_a_dative_bond():
     SmilesTokenizer().tokenize(model_spelling("[NH3][Co]"))
     with pytest.raises(InvalidSmilesError):
         model_spelling("C1CC")
+
+
+def test_atom_made_carbon_and_sanitized_or_none():
+    """The shared edits of the ground-truth rule check and edit occlusion: a heteroatom made carbon,
+    and an edited molecule sanitized or None (never an exception, never an unsanitized Mol)."""
+    from bartsmiles.core.chem import atom_made_carbon, sanitized_or_none
+
+    amide = parse_smiles("CC(=O)NC")
+    assert canonicalize(atom_made_carbon(amide, 3)) == canonicalize("CC(=O)CC")  # amide N -> ketone
+    assert canonicalize(atom_made_carbon(parse_smiles("C[N+](C)(C)C"), 1)) == "CC(C)(C)C"  # charge dropped
+    assert atom_made_carbon(parse_smiles("O=S(=O)(C)C"), 1) is None  # a six-valent carbon does not sanitize
+    with pytest.raises(IndexError, match="out of range"):
+        atom_made_carbon(amide, 9)
+    with pytest.raises(TypeError, match="RDKit Mol"):
+        atom_made_carbon("CC(=O)NC", 3)  # type: ignore[arg-type]
+    rw = Chem.RWMol(parse_smiles("c1ccccc1"))
+    rw.RemoveAtom(0)  # an open aromatic chain cannot be kekulized
+    assert sanitized_or_none(rw) is None
+    rw = Chem.RWMol(parse_smiles("CCCl"))
+    rw.RemoveAtom(2)
+    assert Chem.MolToSmiles(sanitized_or_none(rw)) == "CC"
+    with pytest.raises(TypeError, match="RDKit Mol"):
+        sanitized_or_none("CC")  # type: ignore[arg-type]

@@ -55,6 +55,8 @@ __all__ = [
     "randomize_smiles",
     "match_smarts",
     "quiet_rdkit",
+    "sanitized_or_none",
+    "atom_made_carbon",
 ]
 
 
@@ -266,3 +268,36 @@ def match_smarts(mol: Chem.Mol, smarts: str) -> list[tuple[int, ...]]:
     if pattern is None:
         raise ValueError(f"invalid SMARTS pattern {smarts!r}")
     return [tuple(int(i) for i in match) for match in mol.GetSubstructMatches(pattern)]
+
+
+def sanitized_or_none(mol: Chem.Mol) -> Chem.Mol | None:
+    """An edited molecule (a ``Chem.RWMol`` or ``Chem.Mol``) as a sanitized ``Chem.Mol``, or ``None``
+    when RDKit rejects the edit (a valence it cannot reach, an aromatic ring it cannot kekulize);
+    RDKit's log stays quiet."""
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
+    out = mol.GetMol() if isinstance(mol, Chem.RWMol) else Chem.Mol(mol)
+    try:
+        with quiet_rdkit():
+            Chem.SanitizeMol(out)
+    except Exception:  # noqa: BLE001 - RDKit raises several types for an impossible edit
+        return None
+    return out
+
+
+def atom_made_carbon(mol: Chem.Mol, index: int) -> Chem.Mol | None:
+    """A copy of ``mol`` with atom ``index`` (RDKit atom index) turned into a neutral carbon with
+    implicit hydrogens (an amide N gives a ketone, a ring O a CH2), sanitized; ``None`` when the
+    result does not sanitize.  Raises :class:`TypeError` for a non-``Mol`` and :class:`IndexError`
+    for an atom ``mol`` lacks."""
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
+    if not 0 <= int(index) < mol.GetNumAtoms():
+        raise IndexError(f"atom {index} is out of range for a molecule of {mol.GetNumAtoms()} atoms")
+    rw = Chem.RWMol(mol)
+    atom = rw.GetAtomWithIdx(int(index))
+    atom.SetAtomicNum(6)
+    atom.SetFormalCharge(0)
+    atom.SetNumExplicitHs(0)
+    atom.SetNoImplicit(False)
+    return sanitized_or_none(rw)
