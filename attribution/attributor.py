@@ -46,7 +46,9 @@ import torch
 
 from bartsmiles.core.chem import parse_smiles
 from bartsmiles.errors import AttributionError, ConvergenceError, ConvergenceWarning, TargetError
-from bartsmiles.model.precision import bf16_inference
+from bartsmiles.model.device import resolve_device
+from bartsmiles.model.eos_forward import decoder_eos_logits, eos_only_supported
+from bartsmiles.model.precision import bf16_copy, bf16_inference, torch_gelu
 from bartsmiles.tasks.property_criterion import to_predictions
 
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius, environment_scores
@@ -82,10 +84,13 @@ DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "
 #: device multiplies it in hardware (:func:`.inputs.native_bf16`), else fp32
 PRECISIONS = ("fp32", "bf16", "auto")
 #: ``precision=None``: the gradient methods stay in fp32 (bf16 gradients move the scores: README,
-#: Attribution); the forward-only edit occlusion runs in bf16 where that is native, 1.5 to 1.7 times
-#: faster on 2 CPU cores with the same ground-truth AUCs (seed means within 0.002)
+#: Attribution); the forward-only edit occlusion runs in bf16 where that is native, about 1.7 times
+#: faster on 2 CPU cores with the same ground-truth AUCs (seed means within 0.0032)
 DEFAULT_PRECISION = {"ig": "fp32", "gradient_x_input": "fp32", "mask_occlusion": "fp32", "shapley": "fp32",
                      "edit_occlusion": "auto"}
+#: the methods without gradients whose bf16 runs a bfloat16 copy of the model rather than autocast
+#: (:func:`bartsmiles.model.precision.bf16_copy`: no casts between bf16 and float32 ops, a tenth faster)
+FORWARD_ONLY = frozenset({"edit_occlusion"})
 #: ``batch_size=None``: molecules per IG batch; sequences per forward pass for the other methods
 DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256, "edit_occlusion": 256}
 
@@ -196,13 +201,15 @@ def _attribution(mol: Molecule, scores: MethodScores, *, environment_radius: int
 class _Base:
     """Shared machinery: loading, checking inputs, the method dispatch and the completeness check."""
 
-    def __init__(self, model_or_checkpoint, *, need_head: bool, method: Optional[str], precision: Optional[str] = None):
+    def __init__(self, model_or_checkpoint, *, need_head: bool, method: Optional[str], precision: Optional[str] = None,
+                 device=None):
         if method is not None:  # checked before anything is loaded
             check_method(method)
         if precision is not None and precision not in PRECISIONS:
             raise AttributionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        target_device = resolve_device(device) if device is not None else None
         loaded = load_model(model_or_checkpoint, need_head=need_head)
-        self.model = loaded.model
+        self.model = loaded.model if target_device is None else loaded.model.to(target_device)
         self.vocab = loaded.vocab
         self.tokenizer = loaded.tokenizer
         self.meta = loaded.meta
@@ -214,6 +221,7 @@ class _Base:
         precision = DEFAULT_PRECISION[self.method] if precision is None else precision
         #: the precision in use, ``"fp32"`` or ``"bf16"`` (``"auto"`` resolved for this device)
         self.precision = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16(self.device)) else "fp32"
+        self._bf16_model = None  # the bfloat16 copy that forward-only methods run in bf16 (_forward_only_model)
 
     def _reads(self) -> str:
         """What the attributed quantity is read from, a key of :data:`DEFAULT_METHODS`."""
@@ -236,28 +244,47 @@ class _Base:
         (:func:`bartsmiles.model.precision.bf16_inference`); a no-op for fp32."""
         return bf16_inference(self.model, enabled=self.precision == "bf16")
 
-    def _forward(self, emb, src, lengths, prev) -> torch.Tensor:  # pragma: no cover - overridden
+    def _forward(self, emb, src, lengths, prev, model=None) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _forward_only_model(self):
+        """The model that edit occlusion (no gradients) and :meth:`predict_outputs` for it run: in
+        bf16, a bfloat16 copy of ``self.model`` (:func:`bartsmiles.model.precision.bf16_copy`, made
+        once); else, and for the gradient methods, ``self.model`` itself."""
+        if self.precision != "bf16" or self.method not in FORWARD_ONLY:
+            return self.model
+        if self._bf16_model is None:
+            self._bf16_model = bf16_copy(self.model)
+        return self._bf16_model
+
+    def _running(self, model):
+        """The context ``model`` runs in: a bf16 copy as it is (torch's GELU swapped in), ``self.model``
+        under :meth:`_precision` (autocast in bf16)."""
+        return torch_gelu(model) if model is not self.model else self._precision()
 
     @staticmethod
     def _select(out: torch.Tensor, target) -> torch.Tensor:
         return out[:, target] if target is not None and out.dim() == 2 else out.reshape(out.shape[0])
 
-    def _score_model(self, target) -> ScoreModel:
-        """The attributed scalar per sequence (``target`` of :meth:`_forward`), as the methods see it."""
-        def score(emb, src, lengths, prev):
-            with self._precision():
-                return self._select(self._forward(emb, src, lengths, prev), target).float()
+    def _score_model(self, target, model=None) -> ScoreModel:
+        """The attributed scalar per sequence (``target`` of :meth:`_forward`), as the methods see it;
+        ``model``: :meth:`_forward_only_model` for a method without gradients (default ``self.model``)."""
+        model = self.model if model is None else model
 
-        return ScoreModel(score=score, embed=self.model.encoder.embed_tokens, pad=int(self.vocab.pad),
+        def score(emb, src, lengths, prev):
+            with self._running(model):
+                return self._select(self._forward(emb, src, lengths, prev, model=model), target).float()
+
+        return ScoreModel(score=score, embed=model.encoder.embed_tokens, pad=int(self.vocab.pad),
                           device=self.device)
 
     def _scores(self, molecules: Sequence[Molecule], target, opts: RunOptions) -> list[MethodScores]:
         """Run ``self.method`` on ``molecules`` (input order kept)."""
-        model = self._score_model(target)
-        if self.method == "edit_occlusion":  # no baseline token: the molecule itself is edited
+        if self.method == "edit_occlusion":  # no baseline token, no gradient: the molecule itself is edited
+            model = self._score_model(target, self._forward_only_model())
             return edit_occlusion(model, molecules, encode=self._encode, batch_size=opts.batch_size,
                                   joint_copies=bool(opts.joint_copies))
+        model = self._score_model(target)
         if self.method == "gradient_x_input" and opts.baselines == "zero":
             return gradient_x_input(model, molecules, baseline_id=None, batch_size=opts.batch_size,
                                     replace_specials=opts.replace_specials, alpha=float(opts.alpha))
@@ -332,17 +359,20 @@ class Attributor(_Base):
     classification, value in original units for regression).  ``method``: one of :data:`METHODS`
     (``None``, the default: :data:`DEFAULT_METHODS` for what the model's head reads --
     ``"edit_occlusion"`` for the decoder head, ``"gradient_x_input"`` for the encoder head).
-    ``precision``: ``"fp32"``, ``"bf16"`` -- the model's matrix products in bfloat16 (autocast;
-    inputs, gradients and scores stay float32), 1.2 to 1.3 times faster for the gradient methods
-    and 1.5 for edit occlusion on 2 cores of a CPU with AVX512-BF16, with
-    slightly different scores (README, Attribution) -- or ``"auto"``, bf16 where the device has it
+    ``precision``: ``"fp32"``, ``"bf16"`` -- for the gradient methods the model's matrix products
+    under bfloat16 autocast (inputs, gradients and scores stay float32), 1.2 to 1.3 times faster on
+    2 cores of a CPU with AVX512-BF16; for edit occlusion (:data:`FORWARD_ONLY`) a bfloat16 copy of
+    the model, about 1.5 times faster there; scores differ slightly (README, Attribution) -- or
+    ``"auto"``, bf16 where the device has it
     in hardware (:func:`.inputs.native_bf16`); ``None``: the method's :data:`DEFAULT_PRECISION`.
-    ``self.precision`` is the one in use.
+    ``self.precision`` is the one in use.  ``device``: where the model runs (``"cpu"``, ``"cuda"``,
+    ``"auto"``: :func:`bartsmiles.model.device.resolve_device`); ``None`` leaves it where it is (the
+    CPU for a checkpoint path).  A model object passed in is moved, not copied.
     """
 
     def __init__(self, model_or_checkpoint, *, output: str = "logit", method: Optional[str] = None,
-                 precision: Optional[str] = None):
-        super().__init__(model_or_checkpoint, need_head=True, method=method, precision=precision)
+                 precision: Optional[str] = None, device=None):
+        super().__init__(model_or_checkpoint, need_head=True, method=method, precision=precision, device=device)
         if output not in ("logit", "prediction"):
             raise AttributionError(f"output must be 'logit' or 'prediction', got {output!r}")
         self.output = output
@@ -351,12 +381,19 @@ class Attributor(_Base):
             raise AttributionError(f"the model has no classification head {self.head!r}")
         self.task_names = list(self.meta.get("task_names") or [])
         self.n_outputs = int(self.model.classification_heads[self.head].out_proj.out_features)
+        #: the decoder head computed with its last layer at the final ``</s>`` only (the same function,
+        #: about a tenth less work: :mod:`bartsmiles.model.eos_forward`); else fairseq's own forward
+        self.eos_only = self._reads() == "decoder_eos" and eos_only_supported(self.model)
 
-    def _forward(self, emb, src, lengths, prev):
-        logits, _ = self.model(src, lengths, prev, features_only=True, classification_head_name=self.head,
-                               token_embeddings=emb, return_all_hiddens=False)
+    def _forward(self, emb, src, lengths, prev, model=None):
+        model = self.model if model is None else model
+        if self.eos_only:
+            logits = decoder_eos_logits(model, src, lengths, prev, self.head, token_embeddings=emb)
+        else:
+            logits, _ = model(src, lengths, prev, features_only=True, classification_head_name=self.head,
+                              token_embeddings=emb, return_all_hiddens=False)
         if self.output == "prediction":
-            logits = to_predictions(logits, self.meta)
+            logits = to_predictions(logits.float(), self.meta)  # label scaling in float32, whatever the model's dtype
         return logits
 
     def _target(self, target) -> tuple[int, str]:
@@ -373,15 +410,17 @@ class Attributor(_Base):
         return int(target), name
 
     def predict_outputs(self, smiles) -> np.ndarray:
-        """``(n, n_outputs)`` of the attributed quantity (logits by default) for ``smiles``."""
+        """``(n, n_outputs)`` of the attributed quantity (logits by default) for ``smiles``, computed
+        as the method computes it (in bf16, edit occlusion's bfloat16 copy of the model)."""
         molecules = self.prepare(smiles)
         out = np.zeros((len(molecules), self.n_outputs), dtype=np.float64)
+        model = self._forward_only_model()
         with torch.no_grad():  # not inference_mode: fairseq caches its decoder mask (see .occlusion)
             for idx in length_batches([len(m.ids) for m in molecules], DEFAULT_BATCH_SIZE["mask_occlusion"]):
                 batch = make_batch([molecules[i].ids for i in idx], int(self.vocab.pad), self.device)
-                x = self.model.encoder.embed_tokens(batch.src)
-                with self._precision():
-                    logits = self._forward(x, batch.src, batch.lengths, batch.prev)
+                x = model.encoder.embed_tokens(batch.src)
+                with self._running(model):
+                    logits = self._forward(x, batch.src, batch.lengths, batch.prev, model=model)
                 out[idx] = logits.double().cpu().numpy().reshape(len(idx), -1)
         return out
 
@@ -453,11 +492,13 @@ class NeuronAttributor(_Base):
     (``method``; default that of an encoder head, :data:`DEFAULT_METHODS`), on a wrapper that
     returns that neuron from the encoder's input embeddings.
     ``model``: a :class:`bartsmiles.model.pretrained.PretrainedModel` or anything :class:`Attributor`
-    takes (a fine-tuned model's encoder is used; its head is ignored).
+    takes (a fine-tuned model's encoder is used; its head is ignored).  ``precision`` and ``device``
+    as for :class:`Attributor`.
     """
 
-    def __init__(self, model, *, pooling: str = "mean", method: Optional[str] = None, precision: Optional[str] = None):
-        super().__init__(model, need_head=False, method=method, precision=precision)
+    def __init__(self, model, *, pooling: str = "mean", method: Optional[str] = None, precision: Optional[str] = None,
+                 device=None):
+        super().__init__(model, need_head=False, method=method, precision=precision, device=device)
         if pooling not in ("mean", "bos", "eos"):
             raise AttributionError(f"pooling must be 'mean', 'bos' or 'eos', got {pooling!r}")
         self.pooling = pooling
@@ -467,8 +508,9 @@ class NeuronAttributor(_Base):
     def _reads(self) -> str:
         return "encoder_mean"  # a pooled encoder feature, whatever head the model has
 
-    def features(self, emb, src, lengths):
-        out = self.model.encoder(src, src_lengths=lengths, token_embeddings=emb)
+    def features(self, emb, src, lengths, model=None):
+        model = self.model if model is None else model
+        out = model.encoder(src, src_lengths=lengths, token_embeddings=emb)
         states = out["encoder_out"][0].transpose(0, 1)  # (B, L, d)
         if self.pooling == "bos":
             return states[:, 0]
@@ -477,8 +519,8 @@ class NeuronAttributor(_Base):
         mask = src.ne(int(self.vocab.pad)).unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1)
 
-    def _forward(self, emb, src, lengths, prev):
-        return self.features(emb, src, lengths)[:, self._neuron]
+    def _forward(self, emb, src, lengths, prev, model=None):
+        return self.features(emb, src, lengths, model)[:, self._neuron]
 
     def attribute(self, smiles, neuron: int, baselines: Optional[str] = None, n_steps: int = 50, *,
                   return_convergence_delta: bool = True, internal_batch_size: Optional[int] = None,

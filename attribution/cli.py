@@ -67,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{m} for {h}" for h, m in DEFAULT_METHODS.items())
                         + " and --neuron (chosen by the ground-truth benchmark: README, Attribution)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help="fp32, bf16 (the model's matrix products in bfloat16: 1.2-1.3x faster for the gradient "
-                        "methods and 1.5x for edit_occlusion on a CPU with AVX512-BF16, slightly different scores) or "
+                   help="fp32, bf16 (autocast for the gradient methods, 1.2-1.3x faster on a CPU with AVX512-BF16; "
+                        "a bfloat16 copy of the model for edit_occlusion, about 1.5x; slightly different scores) or "
                         "auto (bf16 where the CPU or GPU has it in hardware); default: fp32, auto for edit_occlusion")
+    p.add_argument("--device", default="cpu",
+                   help="where the model runs: cpu (default), cuda, cuda:N or auto (a GPU if there is one)")
     p.add_argument("--baseline", default=None, choices=("pad", "mask", "eos", "zero"),
                    help="token put in place of the molecule's tokens (default: pad for ig, mask for mask_occlusion "
                         "and shapley); zero: a zero embedding, gradient_x_input only (its default)")
@@ -172,10 +174,12 @@ def _attribute(args) -> int:
                   nt_stdev=args.nt_stdev, environment_radius=args.environment_radius, alpha=args.alpha,
                   joint_copies=args.joint_copies)
     if args.neuron is not None:
-        attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision)
+        attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision,
+                                       device=args.device)
         run = lambda batch: attributor.attribute(batch, args.neuron, **common)  # noqa: E731
     else:
-        attributor = Attributor(args.model, output=args.output, method=args.method, precision=args.precision)
+        attributor = Attributor(args.model, output=args.output, method=args.method, precision=args.precision,
+                                 device=args.device)
         target = int(args.target) if args.target.lstrip("-").isdigit() else args.target
         run = lambda batch: attributor.attribute(batch, target, **common)  # noqa: E731
 
@@ -231,7 +235,8 @@ def _attribute(args) -> int:
     pd.concat(tokens).to_csv(out / "tokens.csv", index=False)
     pd.concat(subs).to_csv(out / "substructures.csv", index=False)
     (out / "attributions.json").write_text(json.dumps({"model": str(args.model), "method": attributor.method,
-                                                       "precision": attributor.precision, "molecules": records,
+                                                       "precision": attributor.precision,
+                                                       "device": str(attributor.device), "molecules": records,
                                                        "errors": errors}, indent=1))
     if not args.no_images:
         (out / "images").mkdir(exist_ok=True)

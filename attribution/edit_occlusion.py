@@ -20,8 +20,9 @@ so a positive score means the atom raises the attributed quantity.
 
 **Repeated copies** (``joint_copies=True``, the default).  Where a molecule holds two or more
 terminal heteroatoms of the same kind -- one element and charge, bonded the same way to the same
-element: two aromatic chlorines, the three fluorines of a CF3, the two oxygens of a sulfonyl or of
-two amide carbonyls, but not a nitro group's ``=O`` and ``[O-]`` -- deleting one leaves the others
+element, with the halogens counted as one element: two aromatic chlorines, an aryl F and an aryl
+Br, the three fluorines of a CF3, the two oxygens of a sulfonyl or of two amide carbonyls, but not
+a nitro group's ``=O`` and ``[O-]`` -- deleting one leaves the others
 to carry the signal, so each alone scores near zero although together they decide the output.  For each such group ``G``
 (:func:`repeated_terminal_groups`) the molecule is also run with all of ``G`` deleted at once
 (:func:`remove_atoms`), and the joint drop's excess over the single drops is shared equally::
@@ -95,20 +96,25 @@ def remove_atoms(mol: Chem.Mol, indices: Sequence[int]) -> Optional[str]:
     return _smiles(sanitized_or_none(rw))
 
 
+#: the halogens, one kind of terminal atom whatever the element (:func:`repeated_terminal_groups`)
+HALOGENS = frozenset({9, 17, 35, 53})
+
+
 def _terminal_kind(atom: Chem.Atom) -> tuple:
-    """(element, formal charge, neighbour's element, bond type) of a terminal atom; the last two
-    ``None`` for an atom without neighbours (an ion)."""
+    """(element -- ``"halogen"`` for F, Cl, Br and I --, formal charge, neighbour's element, bond
+    type) of a terminal atom; the last two ``None`` for an atom without neighbours (an ion)."""
+    element = "halogen" if atom.GetAtomicNum() in HALOGENS else atom.GetAtomicNum()
     bonds = atom.GetBonds()
     if not bonds:
-        return atom.GetAtomicNum(), atom.GetFormalCharge(), None, None
+        return element, atom.GetFormalCharge(), None, None
     bond = bonds[0]
-    return (atom.GetAtomicNum(), atom.GetFormalCharge(), bond.GetOtherAtom(atom).GetAtomicNum(),
-            str(bond.GetBondType()))
+    return element, atom.GetFormalCharge(), bond.GetOtherAtom(atom).GetAtomicNum(), str(bond.GetBondType())
 
 
 def repeated_terminal_groups(mol: Chem.Mol) -> list[list[int]]:
     """The terminal heteroatoms of ``mol`` (not carbon, at most one heavy neighbour) grouped by
-    kind -- element, formal charge, the neighbour's element and the bond to it -- for each kind
+    kind -- element (the halogens F, Cl, Br and I count as one), formal charge, the neighbour's
+    element and the bond to it -- for each kind
     with two or more of them: ascending RDKit atom indices, groups in order of their first atom
     (module docstring, *repeated copies*)."""
     if not isinstance(mol, Chem.Mol):

@@ -29,7 +29,7 @@ __all__ = [
     "InvalidSmilesError", "SmilesTooLongError", "TokenizationError", "SequenceTooLongError",
     "DataError", "MissingColumnError", "SplitFileError", "ChecksumError", "DownloadError",
     "PropertyDataError", "Seq2SeqDataError",
-    "CheckpointError", "UnsafeCheckpointError", "ExportError", "MissingExtraError", "CalibrationError",
+    "CheckpointError", "UnsafeCheckpointError", "ExportError", "MissingExtraError", "DeviceError", "CalibrationError",
     "TrainingSetupError", "FinetuneError", "Seq2SeqError",
     "AttributionError", "TargetError", "ConvergenceError", "ConvergenceWarning",
     "ServeError",
@@ -197,6 +197,11 @@ class MissingExtraError(BartSmilesError, ModuleNotFoundError):
 
     def __reduce__(self):
         return (_rebuild, (type(self), self.__dict__.copy(), str(self)))
+
+
+class DeviceError(BartSmilesError, ValueError):
+    """A torch device that is not a device name, or that this machine does not have (``"cuda"``
+    without a GPU, say)."""
 
 
 class CalibrationError(BartSmilesError, ValueError):

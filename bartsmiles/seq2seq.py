@@ -74,6 +74,7 @@ from bartsmiles.core.reactions import rooted_views
 from bartsmiles.core.vocab import Vocabulary
 from bartsmiles.errors import CheckpointError, InvalidSmilesError, Seq2SeqError
 from bartsmiles.model.checkpoint import export_model, load_fairseq_state
+from bartsmiles.model.device import resolve_device
 from bartsmiles.model.resolve import resolve_checkpoint
 from bartsmiles.tasks.seq2seq import STATE_KEY, SmilesSeq2SeqTask, randomize_molecules
 from bartsmiles.tasks.seq2seq_data import split_file
@@ -241,7 +242,7 @@ class BartSmilesSeq2Seq:
         ``half=True`` casts the weights to float16 (a GPU only; about twice as fast there)."""
         if self.model is None:
             raise Seq2SeqError("no model: fit() or load() first")
-        device = torch.device(device)
+        device = resolve_device(device)
         if half and device.type == "cpu":
             raise Seq2SeqError("half precision needs a GPU")
         self.model = self.model.to(device)

@@ -78,6 +78,21 @@ again).  The user-default set, every method, seeds 0-2::
         --methods gxi_zero,gxi_env,gxi_a075,gxi_a075_env,gxi_a05_env,edit_occlusion,edit_occlusion_env,edit_occlusion_bf16_env,ecfp_rf,random,rule_check \
         --work-dir runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults
 
+Session 11 re-scored, with ``--rescore`` (recompute although cached; the models are reused):
+first ``--methods edit_occlusion_env,gxi_a05_env,ecfp_rf`` on every set, for the per-molecule AUCs
+and the "called positive" flags (``atom_auc_called``: the AUC over the explained positives the
+explained model itself calls positive); then ``--methods
+edit_occlusion,edit_occlusion_env,edit_occlusion_bf16_env,ecfp_rf`` on every set, after the
+halogens became one kind of repeated copy and bf16 edit occlusion a bfloat16 copy of the model
+(each set's own options above, two processes of one thread each), e.g. for the user-default set::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 --rescore \
+        --methods edit_occlusion,edit_occlusion_env,edit_occlusion_bf16_env,ecfp_rf \
+        --work-dir runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults
+
+The README's tables for edit occlusion come from that last run.
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -89,6 +104,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -239,11 +255,21 @@ def fine_tuned(folder: Path, seed: int, args) -> dict:
     return info
 
 
-def summarize(per_molecule: list[tuple]) -> dict:
+def summarize(per_molecule: list[tuple], called: Optional[Sequence[bool]] = None) -> dict:
+    """Mean atom ROC-AUC and top-k hit over the explained molecules, and each molecule's AUC.
+    ``called``: per molecule, whether the explained model calls it positive; then also the mean
+    AUC over those alone (``atom_auc_called``: an attribution cannot be right about the rule on a
+    molecule the model gets wrong)."""
     aucs = [a for a, _ in per_molecule if a is not None]
     hits = [h for _, h in per_molecule if h is not None]
-    return {"atom_auc": float(np.mean(aucs)) if aucs else None, "atom_auc_std": float(np.std(aucs)) if aucs else None,
-            "top_k_hit": float(np.mean(hits)) if hits else None, "n_molecules": len(aucs)}
+    out = {"atom_auc": float(np.mean(aucs)) if aucs else None, "atom_auc_std": float(np.std(aucs)) if aucs else None,
+           "top_k_hit": float(np.mean(hits)) if hits else None, "n_molecules": len(aucs),
+           "per_molecule_auc": [None if a is None else round(float(a), 4) for a, _ in per_molecule]}
+    if called is not None:
+        kept = [a for (a, _), c in zip(per_molecule, called) if c and a is not None]
+        out.update({"called": [bool(c) for c in called], "n_called": len(kept),
+                    "atom_auc_called": float(np.mean(kept)) if kept else None})
+    return out
 
 
 def flip_summary(before: np.ndarray, after: np.ndarray, groups: list[str], threshold: float) -> dict:
@@ -290,6 +316,7 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
     predictor_methods = [m for m in methods if m in METHODS]
     accuracy = None
     predictor = PropertyPredictor(model["checkpoint"]) if predictor_methods else None
+    called = None  # per explained molecule: does the model call it positive (fp32 logit > 0)?
     for name in predictor_methods:
         method, options = METHODS[name]
         options = {**options, "n_steps": 4, "n_samples": 2} if args.smoke else options
@@ -297,8 +324,10 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
         options = {k: v for k, v in options.items() if k != "precision"}
         attributor = Attributor(predictor, method=method, precision=precision)
         if accuracy is None:
-            logits = attributor.predict_outputs(list(test.smiles))[:, 0]
+            fp32 = attributor if attributor.precision == "fp32" else Attributor(predictor, precision="fp32")
+            logits = fp32.predict_outputs(list(test.smiles))[:, 0]
             accuracy = float(np.mean((logits > 0) == (test.label.to_numpy() == 1.0)))
+            called = list(fp32.predict_outputs(smiles)[:, 0] > 0)
         subset = smiles[: args.n_explain_slow] if method == "shapley" else smiles
         start = time.perf_counter()
         results = attributor.attribute(subset, on_delta="ignore", **options)
@@ -310,7 +339,7 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
             raise SystemExit(f"{len(rewritten)} molecule(s) were rewritten before attribution, so atom indices "
                              f"differ from the ground truth's, e.g. {rewritten[0]}")
         out[name] = {**summarize([(atom_auc(a.environment_scores, t), top_k_hit_rate(a.environment_scores, t))
-                                  for a, t in zip(results, truth)]),
+                                  for a, t in zip(results, truth)], called[: len(results)]),
                      "method": method, "options": options, "precision": precision, "seconds": round(seconds, 2),
                      "molecules_per_second": round(len(results) / seconds, 3)}
     forest = fit_seconds = None
@@ -329,7 +358,9 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
         weights = fingerprint_atom_weights([parse_smiles(s) for s in smiles],
                                            lambda x: forest.predict_proba(x)[:, list(forest.classes_).index(1.0)])
         seconds = time.perf_counter() - start
-        out["ecfp_rf"] = {**summarize([(atom_auc(w, t), top_k_hit_rate(w, t)) for w, t in zip(weights, truth)]),
+        rf_called = forest.predict_proba(ecfp4(smiles))[:, list(forest.classes_).index(1.0)] > 0.5
+        out["ecfp_rf"] = {**summarize([(atom_auc(w, t), top_k_hit_rate(w, t)) for w, t in zip(weights, truth)],
+                                      list(rf_called)),
                           "test_accuracy": rf_accuracy, "fit_seconds": round(fit_seconds, 2),
                           "n_estimators": args.rf_trees, "seconds": round(seconds, 3),
                           "molecules_per_second": round(len(weights) / seconds, 3)}
@@ -350,7 +381,7 @@ def run_task(rule: Rule, index: int, pool: list, seeds: list[int], args, work: P
     for seed in seeds:
         path = folder / f"seed{seed}" / "scores.json"
         cached = json.loads(path.read_text()) if path.is_file() else None
-        missing = [m for m in wanted if cached is None or m not in cached["methods"]]
+        missing = [m for m in wanted if cached is None or m not in cached["methods"] or args.rescore]
         if missing:
             # the map is recomputed with any method, so that speed ratios come from one process
             missing += ["ecfp_rf"] if "ecfp_rf" in wanted and "ecfp_rf" not in missing else []
@@ -395,9 +426,16 @@ def goal_table(report: dict) -> dict:
     for m in METHODS:
         singles = ok = 0
         flags = {"and": "n/a", "or": "n/a"}
-        aucs, hits = [], []
+        aucs, hits, called = [], [], []
+        singles_called = ok_called = 0
         for t in report["tasks"]:
             mine, rf = mean_over_seeds(t, m, "atom_auc")[0], mean_over_seeds(t, "ecfp_rf", "atom_auc")[0]
+            mine_c, rf_c = mean_over_seeds(t, m, "atom_auc_called")[0], mean_over_seeds(t, "ecfp_rf", "atom_auc_called")[0]
+            if mine_c is not None and rf_c is not None:
+                called.append(mine_c)
+                if t["kind"] == "single":
+                    singles_called += 1
+                    ok_called += mine_c >= rf_c - 0.02
             hit = mean_over_seeds(t, m, "top_k_hit")[0]
             if mine is None or rf is None:
                 continue
@@ -413,7 +451,9 @@ def goal_table(report: dict) -> dict:
                   if s["methods"].get(m, {}).get("map_molecules_per_second")]
         out[m] = {"tasks": len(aucs), "singles": singles, "singles_ok": int(ok), "and_above": flags["and"], "or_above": flags["or"],
                   "mean_auc": float(np.mean(aucs)) if aucs else None, "mean_top_k": float(np.mean(hits)) if hits else None,
-                  "speed_ratio": float(np.mean(ratios)) if ratios else None}
+                  "speed_ratio": float(np.mean(ratios)) if ratios else None,
+                  "called_tasks": len(called), "mean_auc_called": float(np.mean(called)) if called else None,
+                  "singles_called": singles_called, "singles_ok_called": int(ok_called)}
     return out
 
 
@@ -462,6 +502,27 @@ def to_markdown(report: dict) -> str:
             continue
         lines.append(f"| {m} | {row['tasks']} | {row['singles_ok']}/{row['singles']} | {row['and_above']} | {row['or_above']} | "
                      f"{fmt(row['mean_auc'])} | {fmt(row['mean_top_k'])} | {fmt(row['speed_ratio'])} |")
+    with_called = [m for m in methods if m != "random"
+                   and any(s["methods"].get(m, {}).get("atom_auc_called") is not None
+                           for t in report["tasks"] for s in t["seeds"].values())]
+    if "ecfp_rf" in with_called and len(with_called) > 1:
+        lines += ["", "## On the positives each model calls positive", "",
+                  "Atom ROC-AUC over the explained positives that the explained model itself calls positive "
+                  "(fine-tuned model: logit > 0; ECFP4+RF: probability > 0.5), mean over seeds; in brackets the mean "
+                  "number of such molecules per seed.  An attribution cannot be right about the rule on a molecule "
+                  "its model gets wrong, so this compares the explainers on the molecules their models get right.", "",
+                  "| task | " + " | ".join(with_called) + " |", "|---" * (1 + len(with_called)) + "|"]
+        for t in report["tasks"]:
+            cells = []
+            for m in with_called:
+                n = [s["methods"][m]["n_called"] for s in t["seeds"].values() if s["methods"].get(m, {}).get("n_called") is not None]
+                cells.append(cell(t, m, "atom_auc_called") + (f" ({np.mean(n):.1f})" if n else ""))
+            lines.append(f"| {cell_text(t['task'])} | " + " | ".join(cells) + " |")
+        lines += ["", "| method | single patterns within 0.02 of ECFP4+RF (called positives) | mean atom ROC-AUC (called) |",
+                  "|---|---|---|"]
+        for m, row in goal_table(report).items():
+            if row["called_tasks"]:
+                lines.append(f"| {m} | {row['singles_ok_called']}/{row['singles_called']} | {fmt(row['mean_auc_called'])} |")
     checked = [t for t in report["tasks"] if any("rule_check" in x["methods"] for x in t["seeds"].values())]
     if checked:
         lines += ["", "## Did the models learn the rule? Breaking the deciding group (rule_check)", "",
@@ -513,6 +574,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated fine-tuning seeds")
     p.add_argument("--methods", default="", help="comma-separated names of METHODS and REFERENCES to compute where "
                                                  "not cached (default: all); cached scores of others are reported too")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute --methods where they are cached too (the fine-tuned models are reused)")
     p.add_argument("--pretrained", default=str(ROOT / "pretrained"), help="pretrained model folder or .pt")
     p.add_argument("--n-train", type=int, default=500)
     p.add_argument("--n-valid", type=int, default=100)

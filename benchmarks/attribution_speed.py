@@ -32,6 +32,16 @@ else running (``benchmarks/results/attribution_speed_2cores_bf16/``)::
     .venv/bin/python benchmarks/attribution_speed.py --runs gradient_x_input,gradient_x_input_bf16,edit_occlusion,edit_occlusion_fp32,edit_occlusion_single,ecfp_rf \
         --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_bf16
 
+Session 11, the defaults after the last decoder layer ran at ``</s>`` only and bf16 edit occlusion
+ran a bfloat16 copy of the model; three rounds, round-robin, each run's median round
+(``benchmarks/results/attribution_speed_2cores_s11/``; ``*_full_decoder``: fairseq's forward over
+every decoder position, for comparison)::
+
+    .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs gradient_x_input,gradient_x_input_full_decoder,gradient_x_input_bf16,edit_occlusion,edit_occlusion_full_decoder,edit_occlusion_fp32,edit_occlusion_single,ecfp_rf \
+        --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s11
+
+``--device cuda`` fine-tunes and attributes on a GPU (``scripts/device/attribution.sh`` runs it there).
+
 On an oversubscribed machine two torch threads are slower than one (every parallel region
 waits for a descheduled thread).  Numbers from a shared machine vary by a factor of two or more
 between runs; compare methods within one run: ``speed_relative_to_ecfp_rf`` divides each method's
@@ -60,9 +70,10 @@ from sklearn.ensemble import RandomForestClassifier
 from bartsmiles.attribution import Attributor
 from bartsmiles.attribution.fingerprint_map import fingerprint_atom_weights
 from bartsmiles.core.chem import match_smarts, parse_smiles
-from bartsmiles.errors import InvalidSmilesError
+from bartsmiles.errors import DeviceError, InvalidSmilesError
 from bartsmiles.evaluation.baselines import ecfp4
 from bartsmiles.evaluation.machine import machine_info
+from bartsmiles.model.device import resolve_device
 from bartsmiles.model.predictor import PropertyPredictor
 from bartsmiles.training.finetuning import FinetuneConfig, finetune
 
@@ -87,6 +98,8 @@ RUNS = [
     ("edit_occlusion_single", "edit_occlusion", {"joint_copies": False}),
     ("edit_occlusion_fp32", "edit_occlusion", {"precision": "fp32"}),
     ("edit_occlusion_bf16", "edit_occlusion", {"precision": "bf16"}),
+    ("edit_occlusion_full_decoder", "edit_occlusion", {"eos_only": False}),
+    ("gradient_x_input_full_decoder", "gradient_x_input", {"eos_only": False}),
     ("shapley", "shapley", {"n_samples": 10}),
     ("shapley_atoms", "shapley", {"n_samples": 10, "features": "atoms"}),
     ("shapley_ablation", "shapley", {"estimator": "ablation"}),
@@ -127,7 +140,7 @@ def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
     result = finetune(FinetuneConfig(
         data=str(work / "data"), pretrained="" if args.smoke else args.pretrained,
         arch="bartsmiles_tiny" if args.smoke else "", save_dir=str(work / "run"), epochs=1, batch_size=32,
-        lr=1e-4, keep_last_epochs=1, cpu=True, num_workers=0, log_interval=100, score_test=False, progress=False,
+        lr=1e-4, keep_last_epochs=1, cpu=args.device == "cpu", num_workers=0, log_interval=100, score_test=False, progress=False,
         head_input=args.head_input))
     return result.best_checkpoint, {"task": "aromatic nitrogen (SMARTS n)", "n_train": args.n_train,
                                     "head_input": args.head_input,
@@ -137,21 +150,32 @@ def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
                                     "valid_metric": result.best_valid_metric}
 
 
-def time_method(predictor, method: str, options: dict, smiles: list[str]) -> dict:
-    """Seconds and molecules/s of one method on ``smiles`` (after a two-molecule warm-up)."""
-    settings = {k: v for k, v in options.items() if k != "precision"}
-    attributor = Attributor(predictor, method=method, precision=options.get("precision"))  # None: the method's default
+def time_method(predictor, method: str, options: dict, smiles: list[str], device: str = "cpu") -> dict:
+    """Seconds and molecules/s of one method on ``smiles`` (after a two-molecule warm-up) on ``device``."""
+    settings = {k: v for k, v in options.items() if k not in ("precision", "eos_only")}
+    attributor = Attributor(predictor, method=method, precision=options.get("precision"),  # None: the method's default
+                            device=device)
+    if options.get("eos_only") is False:  # fairseq's own forward: every decoder position of the last layer
+        attributor.eos_only = False
     attributor.attribute(smiles[:2], on_delta="ignore", **settings)
     start, cpu = time.perf_counter(), time.process_time()
     results = attributor.attribute(smiles, on_delta="ignore", **settings)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     deltas = [abs(a.delta) for a in results]
-    return {"method": method, "options": options, "precision": attributor.precision, "variant": results[0].method,
+    return {"method": method, "options": options, "precision": attributor.precision, "eos_only": attributor.eos_only,
+            "device": str(attributor.device), "variant": results[0].method,
             "baseline": results[0].baseline,
             "n_molecules": len(results), "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
             "molecules_per_second": round(len(results) / seconds, 3),
             "molecules_per_cpu_second": round(len(results) / cpu, 3), "max_abs_delta": float(max(deltas)),
             "additive": results[0].converged is not None}
+
+
+def median_round(results: list[dict]) -> dict:
+    """One run's record over its rounds: the round of median molecules/s (of two, the slower), with
+    every round's molecules/s beside it."""
+    middle = sorted(results, key=lambda r: r["molecules_per_second"])[(len(results) - 1) // 2]
+    return {**middle, "rounds": len(results), "molecules_per_second_by_round": [r["molecules_per_second"] for r in results]}
 
 
 def time_fingerprint_map(args, options: dict, smiles: list[str]) -> dict:
@@ -182,6 +206,11 @@ def main(argv=None) -> int:
     p.add_argument("--head-input", default="decoder_eos", choices=("decoder_eos", "encoder_mean"),
                    help="what the fine-tuned model's head reads (bartsmiles.tasks.property_head); encoder_mean "
                         "writes attribution_speed_encoder_mean.json")
+    p.add_argument("--device", default="cpu", help="where the model is fine-tuned and attributed: cpu (default) "
+                                                   "or cuda (the ECFP4 + RF map always runs on the CPU)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every run this many times, round-robin, and report each run's median round "
+                        "(the first pass over new batch shapes is slower, in bf16 above all)")
     p.add_argument("--smoke", action="store_true", help="tiny random-init model, 6 molecules, cheap settings")
     args = p.parse_args(argv)
     if args.smoke:
@@ -192,25 +221,34 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown run(s) {unknown}; choose from {[name for name, _, _ in RUNS]}")
     if not Path(args.moses).is_file():
         raise SystemExit(f"MOSES not found at {args.moses} (--moses)")
+    try:
+        resolve_device(args.device)
+    except DeviceError as exc:
+        raise SystemExit(f"--device: {exc}") from None
 
     smiles = read_smiles(Path(args.moses), 0, args.n_molecules)
     checkpoint, model_info = fine_tuned_model(args, Path(args.work_dir))
     predictor = PropertyPredictor(checkpoint)
     molecules = Attributor(predictor).prepare(smiles)
-    runs = {}
-    for name, method, options in RUNS:
-        if name in names:
+    timed: dict[str, list[dict]] = {}
+    for round_ in range(args.rounds):  # round-robin, so that no method alone pays the first pass's warm-up
+        for name, method, options in RUNS:
+            if name not in names:
+                continue
             if name == "ecfp_rf":
-                runs[name] = time_fingerprint_map(args, options, smiles)
+                result = time_fingerprint_map(args, options, smiles)
             else:
                 options = {**options, "n_steps": 4, "n_samples": 2} if args.smoke else options
-                runs[name] = time_method(predictor, method, options, smiles[: args.n_slow] if name in SLOW else smiles)
-            print(f"{name:26s} {runs[name]['molecules_per_second']:8.2f} molecules/s, "
-                  f"{runs[name]['molecules_per_cpu_second']:8.2f} per CPU second "
-                  f"({runs[name]['seconds']} s for {runs[name]['n_molecules']})", flush=True)
+                result = time_method(predictor, method, options, smiles[: args.n_slow] if name in SLOW else smiles,
+                                     args.device)
+            timed.setdefault(name, []).append(result)
+            print(f"round {round_ + 1} {name:26s} {result['molecules_per_second']:8.2f} molecules/s, "
+                  f"{result['molecules_per_cpu_second']:8.2f} per CPU second "
+                  f"({result['seconds']} s for {result['n_molecules']})", flush=True)
+    runs = {name: median_round(results) for name, results in timed.items()}
     report = {"command": " ".join(["python", "benchmarks/attribution_speed.py", *(sys.argv[1:] if argv is None else argv)]),
               "environment": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                              "torch_threads": torch.get_num_threads(), "device": "cpu"},
+                              "torch_threads": torch.get_num_threads(), "device": args.device},
               "machine": machine_info(), "model": model_info,
               "molecules": {"source": str(args.moses), "n": len(smiles),
                             "mean_atoms": round(sum(m.n_atoms for m in molecules) / len(molecules), 1),

@@ -400,11 +400,19 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     check = seed["methods"].pop("rule_check")
     assert check["n_edits"] > 0 and 0 <= check["rf"]["flip_rate"] <= 1 and check["rf"]["pairs"] > 0
     assert all(m["n_molecules"] > 0 and 0 <= m["top_k_hit"] <= 1 for m in seed["methods"].values())
+    edit = seed["methods"]["edit_occlusion_env"]
+    assert len(edit["per_molecule_auc"]) == len(edit["called"]) == edit["n_molecules"]
+    kept = [a for a, c in zip(edit["per_molecule_auc"], edit["called"]) if c]
+    assert edit["n_called"] == len(kept) and (not kept or edit["atom_auc_called"] == pytest.approx(np.mean(kept), abs=1e-3))
+    assert len(seed["methods"]["ecfp_rf"]["called"]) == seed["methods"]["ecfp_rf"]["n_molecules"]
     assert report["machine"]["cpu_count"] and report["command"].startswith("python benchmarks/attribution_groundtruth.py")
     assert (tmp_path / "attribution_groundtruth.md").read_text().startswith("# Attribution ground truth")
     stamp = (tmp_path / "work" / "nitrile" / "seed0" / "scores.json").stat().st_mtime
     assert bench.main(argv) == 0  # a second run reuses the cached model and scores
     assert (tmp_path / "work" / "nitrile" / "seed0" / "scores.json").stat().st_mtime == stamp
+    assert bench.main(argv + ["--methods", "random", "--rescore"]) == 0  # recomputed although cached
+    rescored = json.loads((tmp_path / "work" / "nitrile" / "seed0" / "scores.json").read_text())
+    assert rescored["provenance"]["methods"] == ["random"] and "edit_occlusion_env" in rescored["methods"]
 
 
 def test_clintox_example_script_smoke(checkpoint, tmp_path):
@@ -500,7 +508,7 @@ def test_occlusion_scores_the_atom_the_output_reads(predictor, monkeypatch):
     embed = occlusion.model.encoder.embed_tokens
     target = embed.weight[occlusion.vocab.index("N")].detach()
 
-    def reads_n(emb, src, lengths, prev):  # (B, 1): how N-like the most N-like position is
+    def reads_n(emb, src, lengths, prev, model=None):  # (B, 1): how N-like the most N-like position is
         return torch.nn.functional.cosine_similarity(emb, target.expand_as(emb), dim=-1).amax(dim=1, keepdim=True)
 
     monkeypatch.setattr(occlusion, "_forward", reads_n)
@@ -600,6 +608,7 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
         data = json.loads((out / "attributions.json").read_text())
         assert len(data["molecules"][0]["atom_scores"]) == 9
         assert data["method"] == method and data["precision"] in ("fp32", "bf16")  # the one in use
+        assert data["device"] == "cpu"
     assert data["molecules"][0]["method"] == "atom edit"  # --no-joint-copies reached the method
     page = (tmp_path / "mask_occlusion" / "report.html").read_text()
     assert "Mask occlusion" in page and "not additive" in page and "above tolerance" not in page
@@ -609,6 +618,28 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown attribution method 'lime'" in err and "Traceback" not in err
     assert not bad.exists()  # refused before any work
+    if not torch.cuda.is_available():
+        assert main([str(checkpoint), "CCO", "--device", "cuda", "--out", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "no CUDA GPU" in err and "Traceback" not in err
+
+
+def test_device_moves_the_model_and_a_missing_one_is_refused(predictor):
+    """``device`` puts the model there (``None`` leaves it); a device this machine lacks or a name
+    torch does not know is a DeviceError before anything runs."""
+    from bartsmiles.errors import DeviceError
+
+    on_cpu = Attributor(predictor, device="cpu")
+    assert on_cpu.device == torch.device("cpu") and Attributor(predictor).device == torch.device("cpu")
+    assert Attributor(predictor, device="auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="not a torch device name"):
+        Attributor(predictor, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            Attributor(predictor, device="cuda")
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            NeuronAttributor(predictor, device="cuda:0")
+    assert next(predictor.model.parameters()).device.type == "cpu"  # nothing moved by a refused request
 
 
 def test_environment_scores_of_every_method(checkpoint, tmp_path, capsys):
@@ -670,6 +701,38 @@ def test_speed_benchmark_smoke(tmp_path):
     assert set(report["runs"]) == {"ig", "mask_occlusion", "shapley"}
     assert all(r["molecules_per_second"] > 0 and r["n_molecules"] == 6 for r in report["runs"].values())
     assert report["machine"]["cpu_count"] and report["command"].startswith("python benchmarks/attribution_speed.py")
+    assert bench.main(["--smoke", "--runs", "edit_occlusion,edit_occlusion_full_decoder", "--rounds", "3",
+                       "--out", str(tmp_path), "--work-dir", str(tmp_path / "work")]) == 0
+    runs = json.loads((tmp_path / "attribution_speed.json").read_text())["runs"]
+    assert runs["edit_occlusion"]["eos_only"] and not runs["edit_occlusion_full_decoder"]["eos_only"]
+    assert all(len(r["molecules_per_second_by_round"]) == 3 == r["rounds"] and r["device"] == "cpu"
+               and r["molecules_per_second"] == sorted(r["molecules_per_second_by_round"])[1] for r in runs.values())
+
+
+def test_device_attribution_driver_on_the_cpu(checkpoint, tmp_path):
+    """scripts/device/attribution_device.py, rehearsed with the CPU as the "other" device: identical
+    fp32 scores, and a sweep of batch sizes and token budgets that leaves the default budget as it was."""
+    import importlib.util
+    from pathlib import Path
+
+    from bartsmiles.attribution import inputs
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "device" / "attribution_device.py"
+    spec = importlib.util.spec_from_file_location("attribution_device", script)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    moses = tmp_path / "moses.csv"
+    pd.DataFrame({"SMILES": ["C1CC", *PROBES[:4]]}).to_csv(moses, index=False)  # an unparsable row is skipped
+    driver.main(["agreement", "--checkpoint", str(checkpoint), "--moses", str(moses), "--n", "3", "--device", "cpu",
+                 "--methods", "edit_occlusion", "--json", str(tmp_path / "agreement.json")])
+    report = json.loads((tmp_path / "agreement.json").read_text())
+    assert report["methods"]["edit_occlusion"]["vs_cpu_fp32"]["cpu_fp32"]["max_abs_diff_rel"] == 0.0
+    default = inputs.length_batches.__defaults__
+    driver.main(["sweep", "--checkpoint", str(checkpoint), "--moses", str(moses), "--n", "3", "--device", "cpu",
+                 "--sizes", "edit_occlusion:8,64/512", "--json", str(tmp_path / "sweep.json")])
+    runs = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert [(r["batch_size"], r["token_budget"]) for r in runs] == [(8, inputs.TOKEN_BUDGET), (64, 512)]
+    assert all(r["molecules_per_second"] > 0 for r in runs) and inputs.length_batches.__defaults__ == default
 
 
 # ------------------------------------------------------------------- ground truth and batching
@@ -877,7 +940,9 @@ def test_repeated_terminal_groups_and_remove_atoms():
     from bartsmiles.attribution.edit_occlusion import remove_atoms, repeated_terminal_groups
 
     mol = parse_smiles("FC(F)(F)c1ccc(Cl)cc1Cl")
-    assert repeated_terminal_groups(mol) == [[0, 2, 3], [8, 11]]  # three F, two Cl
+    assert repeated_terminal_groups(mol) == [[0, 2, 3, 8, 11]]  # three F, two Cl: the halogens are one kind
+    assert repeated_terminal_groups(parse_smiles("Fc1ccc(Br)cc1")) == [[0, 5]]
+    assert repeated_terminal_groups(parse_smiles("FC(F)(F)c1ccc(O)cc1")) == [[0, 2, 3]]
     assert repeated_terminal_groups(parse_smiles("Clc1ccc(O)cc1")) == []  # one of each
     assert repeated_terminal_groups(parse_smiles("CC(C)C")) == []  # carbons are never grouped
     assert repeated_terminal_groups(parse_smiles("CS(N)(=O)=O")) == [[3, 4]]  # a sulfonyl's two =O
@@ -1007,6 +1072,29 @@ def test_bf16_precision_gives_nearly_the_fp32_scores(predictor):
         Attributor(predictor, precision="fp16")
 
 
+def test_edit_occlusion_in_bf16_runs_a_bf16_copy(predictor):
+    """Edit occlusion in bf16 runs a bfloat16 copy of the model (no autocast casts); the model itself
+    stays float32 and its fairseq GELU is untouched; scores and outputs stay near fp32's, and
+    predict_outputs gives the outputs the method sees."""
+    from bartsmiles.model.precision import FAIRSEQ_GELU
+
+    fp32 = Attributor(predictor, method="edit_occlusion", precision="fp32")
+    bf16 = Attributor(predictor, method="edit_occlusion", precision="bf16")
+    exact, rounded = fp32.attribute(PROBES), bf16.attribute(PROBES)
+    copy = bf16._forward_only_model()
+    assert next(copy.parameters()).dtype == torch.bfloat16 and copy is bf16._forward_only_model()  # made once
+    assert next(bf16.model.parameters()).dtype == torch.float32 and copy is not bf16.model
+    layers = [m for m in copy.modules() if getattr(m, "activation_fn", None) is FAIRSEQ_GELU]
+    assert len(layers) == len(copy.encoder.layers) + len(copy.decoder.layers)  # swapped back after the run
+    assert fp32._forward_only_model() is fp32.model
+    assert Attributor(predictor, method="gradient_x_input", precision="bf16")._forward_only_model().training is False
+    for a, b in zip(exact, rounded):
+        assert b.output == pytest.approx(a.output, abs=0.05 * max(1.0, abs(a.output)))
+        assert np.abs(b.atom_scores - a.atom_scores).max() <= 0.05 * max(1.0, np.abs(a.atom_scores).max())
+    outputs = bf16.predict_outputs([b.smiles for b in rounded])[:, 0]
+    np.testing.assert_allclose(outputs, [b.output for b in rounded], atol=1e-6)
+
+
 def test_bf16_inference_swaps_fairseqs_gelu_only_inside(predictor):
     """bf16: autocast, and torch's GELU (the same function: equal in fp32) in place of fairseq's,
     which casts to fp32 and back; the model is left as found, after an error too."""
@@ -1047,10 +1135,46 @@ def test_the_default_method_follows_what_the_head_reads(checkpoint):
     use_head_input(encoder.model, "encoder_mean")
     attributor = Attributor(encoder)
     assert attributor.method == "gradient_x_input" and attributor.precision == "fp32"
+    assert Attributor(decoder).eos_only and not attributor.eos_only  # the encoder head has no decoder to trim
     [a] = attributor.attribute("O=[N+]([O-])c1ccccc1")
     assert a.attribution_method == "gradient_x_input" and np.isfinite(a.atom_scores).all()
     with pytest.raises(AttributionError, match="no default attribution method for head_input 'cls'"):
         default_method("cls")
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_eos_only_forward_is_the_models_own_forward(checkpoint, pre_norm):
+    """decoder_eos_logits (last decoder layer at each row's final </s> only) gives fairseq's forward's
+    logits and the same gradients with respect to the encoder's input embeddings, for rows of
+    different lengths, post-norm (BART's) and pre-norm layers; an extra it does not implement
+    turns it off."""
+    from bartsmiles.attribution.inputs import make_batch
+    from bartsmiles.model.eos_forward import decoder_eos_logits, eos_only_supported
+    from bartsmiles.model.predictor import PropertyPredictor
+
+    predictor = PropertyPredictor(checkpoint)
+    model = predictor.model
+    for layer in model.decoder.layers:
+        layer.normalize_before = pre_norm
+    attributor = Attributor(predictor, method="gradient_x_input", precision="fp32")
+    assert eos_only_supported(model) and attributor.eos_only
+    batch = make_batch([m.ids for m in attributor.prepare(PROBES)], int(attributor.vocab.pad), attributor.device)
+    assert len(set(batch.lengths.tolist())) > 2  # padding inside the batch
+    grads = []
+    for fast in (False, True):
+        emb = model.encoder.embed_tokens(batch.src).detach().requires_grad_(True)
+        if fast:
+            out = decoder_eos_logits(model, batch.src, batch.lengths, batch.prev, attributor.head, token_embeddings=emb)
+        else:
+            out, _ = model(batch.src, batch.lengths, batch.prev, classification_head_name=attributor.head,
+                           token_embeddings=emb)
+        out.sum().backward()
+        grads.append((out.detach(), emb.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[1][1], grads[0][1], atol=1e-6, rtol=1e-4)
+    assert grads[0][1].abs().sum() > 0
+    model.decoder.layers[-1].attn_ln = torch.nn.LayerNorm(model.decoder.embed_dim)
+    assert not eos_only_supported(model)
 
 
 def test_auto_precision_and_each_methods_default(predictor, monkeypatch):

@@ -78,14 +78,16 @@ class PropertyPredictor:
             return values
         dataset = self.task.build_dataset_for_inference(ids)
         head = self.meta["classification_head_name"]
+        device = next(self.model.parameters()).device  # the CPU unless moved (an Attributor's ``device``)
         order = dataset.ordered_indices()
         # no_grad, not inference_mode: fairseq caches its decoder's causal mask, and a mask made in inference
         # mode breaks a later backward pass through the same model (an Attributor sharing this predictor)
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 batch = dataset.collater([dataset[int(i)] for i in order[start:start + batch_size]])
-                logits, _ = self.model(**batch["net_input"], features_only=True, classification_head_name=head)
-                values[batch["id"].numpy()] = to_predictions(logits.float(), self.meta).numpy()
+                net_input = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["net_input"].items()}
+                logits, _ = self.model(**net_input, features_only=True, classification_head_name=head)
+                values[batch["id"].numpy()] = to_predictions(logits.float(), self.meta).cpu().numpy()
         return values
 
 

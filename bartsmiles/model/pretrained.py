@@ -41,6 +41,7 @@ from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.core.vocab import Vocabulary
 from bartsmiles.errors import InvalidSmilesError, SequenceTooLongError, SmilesTooLongError, TokenizationError
 from bartsmiles.model.checkpoint import METADATA_KEY, prepare_fairseq_state, safe_load
+from bartsmiles.model.device import resolve_device
 from bartsmiles.model.resolve import resolve_checkpoint
 
 __all__ = ["load_pretrained", "encode_file", "PretrainedModel", "TokenFeatures", "EncodeReport", "POOLINGS",
@@ -274,7 +275,7 @@ def load_pretrained(path: str | os.PathLike | None = None, *, device: str | torc
     tokenizer settings are replaced by this folder / ``None``, and the number of positions comes
     from the checkpoint. On CPU the weights are cast to float32. The model is in eval mode.
     """
-
+    device = resolve_device(device)  # before the load: a missing GPU is one line, not a CUDA traceback
     model_file = resolve_checkpoint(path)
     folder = model_file.parent
     raw = safe_load(model_file)
@@ -297,7 +298,6 @@ def load_pretrained(path: str | os.PathLike | None = None, *, device: str | torc
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(model_file)], arg_overrides=overrides, state=state)
     model = models[0]
-    device = torch.device(device)
     model = model.float() if device.type == "cpu" else model
     model.to(device).eval()
 
