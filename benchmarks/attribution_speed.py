@@ -35,7 +35,8 @@ else running (``benchmarks/results/attribution_speed_2cores_bf16/``)::
 Session 11, the defaults after the last decoder layer ran at ``</s>`` only and bf16 edit occlusion
 ran a bfloat16 copy of the model; three rounds, round-robin, each run's median round
 (``benchmarks/results/attribution_speed_2cores_s11/``; ``*_full_decoder``: fairseq's forward over
-every decoder position, for comparison)::
+every decoder position, for comparison; ``edit_occlusion_autocast``: bf16 as autocast on the float32
+model instead of the bfloat16 copy, compared in ``attribution_speed_2cores_s11_ab/``)::
 
     .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs gradient_x_input,gradient_x_input_full_decoder,gradient_x_input_bf16,edit_occlusion,edit_occlusion_full_decoder,edit_occlusion_fp32,edit_occlusion_single,ecfp_rf \
         --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s11
@@ -99,6 +100,7 @@ RUNS = [
     ("edit_occlusion_fp32", "edit_occlusion", {"precision": "fp32"}),
     ("edit_occlusion_bf16", "edit_occlusion", {"precision": "bf16"}),
     ("edit_occlusion_full_decoder", "edit_occlusion", {"eos_only": False}),
+    ("edit_occlusion_autocast", "edit_occlusion", {"bf16_copy": False}),
     ("gradient_x_input_full_decoder", "gradient_x_input", {"eos_only": False}),
     ("shapley", "shapley", {"n_samples": 10}),
     ("shapley_atoms", "shapley", {"n_samples": 10, "features": "atoms"}),
@@ -152,11 +154,13 @@ def fine_tuned_model(args, work: Path) -> tuple[str, dict]:
 
 def time_method(predictor, method: str, options: dict, smiles: list[str], device: str = "cpu") -> dict:
     """Seconds and molecules/s of one method on ``smiles`` (after a two-molecule warm-up) on ``device``."""
-    settings = {k: v for k, v in options.items() if k not in ("precision", "eos_only")}
+    settings = {k: v for k, v in options.items() if k not in ("precision", "eos_only", "bf16_copy")}
     attributor = Attributor(predictor, method=method, precision=options.get("precision"),  # None: the method's default
                             device=device)
     if options.get("eos_only") is False:  # fairseq's own forward: every decoder position of the last layer
         attributor.eos_only = False
+    if options.get("bf16_copy") is False:  # bf16 as autocast on the float32 model, the way before the bf16 copy
+        attributor._forward_only_model = lambda: attributor.model
     attributor.attribute(smiles[:2], on_delta="ignore", **settings)
     start, cpu = time.perf_counter(), time.process_time()
     results = attributor.attribute(smiles, on_delta="ignore", **settings)

@@ -701,8 +701,8 @@ def test_speed_benchmark_smoke(tmp_path):
     assert set(report["runs"]) == {"ig", "mask_occlusion", "shapley"}
     assert all(r["molecules_per_second"] > 0 and r["n_molecules"] == 6 for r in report["runs"].values())
     assert report["machine"]["cpu_count"] and report["command"].startswith("python benchmarks/attribution_speed.py")
-    assert bench.main(["--smoke", "--runs", "edit_occlusion,edit_occlusion_full_decoder", "--rounds", "3",
-                       "--out", str(tmp_path), "--work-dir", str(tmp_path / "work")]) == 0
+    assert bench.main(["--smoke", "--runs", "edit_occlusion,edit_occlusion_full_decoder,edit_occlusion_autocast",
+                       "--rounds", "3", "--out", str(tmp_path), "--work-dir", str(tmp_path / "work")]) == 0
     runs = json.loads((tmp_path / "attribution_speed.json").read_text())["runs"]
     assert runs["edit_occlusion"]["eos_only"] and not runs["edit_occlusion_full_decoder"]["eos_only"]
     assert all(len(r["molecules_per_second_by_round"]) == 3 == r["rounds"] and r["device"] == "cpu"
