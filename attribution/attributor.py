@@ -72,9 +72,9 @@ METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusio
 #: (README, Attribution; ``benchmarks/results/attribution_groundtruth*``).  The decoder's final
 #: state (the fine-tuning default): edit occlusion -- these heads grow so confident that gradients
 #: saturate (a zero-embedding molecule already scores positive), and on the models the fine-tuning
-#: defaults give, edit occlusion found the deciding atoms far better (mean atom ROC-AUC 0.947
+#: defaults give, edit occlusion found the deciding atoms far better (mean atom ROC-AUC 0.950
 #: against 0.831, three seeds).  The pooled encoder: gradient x input at ``alpha=0.5`` (zero
-#: baseline), better there (0.961 and 0.968 against 0.943 and 0.956) and cheaper.  A :class:`NeuronAttributor` reads the
+#: baseline), better there (0.961 and 0.968 against 0.943 and 0.959) and cheaper.  A :class:`NeuronAttributor` reads the
 #: encoder, so it takes the encoder's default.
 DEFAULT_METHODS = {"decoder_eos": "edit_occlusion", "encoder_mean": "gradient_x_input"}
 #: the baseline token a method uses when ``baselines=None``
