@@ -40,6 +40,7 @@ import pandas as pd
 
 from bartsmiles.core.files import check_writable, read_csv
 from bartsmiles.errors import AttributionError, InvalidSmilesError, MissingColumnError, run_handler
+from bartsmiles.model.device import resolve_device
 
 from .attributor import DEFAULT_METHODS, METHODS, PRECISIONS, Attributor, NeuronAttributor, check_method
 from .draw import draw_attribution, draw_grid, write_html_report
@@ -159,6 +160,7 @@ def _attribute(args) -> int:
         check_alpha(args.alpha, "--alpha")
     except ValueError as exc:
         raise AttributionError(str(exc)) from None
+    resolve_device(args.device)  # a GPU this machine lacks: one line, before the output folder is made
     out = Path(args.out)
     check_writable(out / "summary.csv", make_folder=True)  # before any work: the output folder must be usable
     smiles = _inputs(args)

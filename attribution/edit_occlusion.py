@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from rdkit import Chem
 
-from bartsmiles.core.chem import atom_made_carbon, parse_smiles, sanitized_or_none
+from bartsmiles.core.chem import HALOGENS, atom_made_carbon, checked_atom_index, parse_smiles, sanitized_or_none
 from bartsmiles.errors import BartSmilesError
 
 from .inputs import Molecule, ScoreModel, length_batches, make_batch
@@ -65,14 +65,6 @@ def _smiles(mol: Optional[Chem.Mol]) -> Optional[str]:
     return None if mol is None else Chem.MolToSmiles(mol)
 
 
-def _check_atom(mol: Chem.Mol, index: int) -> int:
-    if not isinstance(mol, Chem.Mol):
-        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
-    if not 0 <= int(index) < mol.GetNumAtoms():
-        raise IndexError(f"atom {index} is out of range for a molecule of {mol.GetNumAtoms()} atoms")
-    return int(index)
-
-
 def remove_atoms(mol: Chem.Mol, indices: Sequence[int]) -> Optional[str]:
     """SMILES of ``mol`` with the terminal atoms ``indices`` (RDKit atom indices, each with at most
     one heavy neighbour) deleted, hydrogens taking their places; ``None`` when nothing would be left
@@ -81,7 +73,7 @@ def remove_atoms(mol: Chem.Mol, indices: Sequence[int]) -> Optional[str]:
     Raises :class:`TypeError` for a non-``Mol``, :class:`IndexError` for an atom ``mol`` lacks and
     :class:`ValueError` for an atom with two or more heavy neighbours or an empty ``indices``.
     """
-    picked = sorted({_check_atom(mol, i) for i in indices}, reverse=True)
+    picked = sorted({checked_atom_index(mol, i) for i in indices}, reverse=True)
     if not picked:
         raise ValueError("no atoms to remove")
     inner = [i for i in picked if mol.GetAtomWithIdx(i).GetDegree() > 1]
@@ -94,10 +86,6 @@ def remove_atoms(mol: Chem.Mol, indices: Sequence[int]) -> Optional[str]:
     for i in picked:  # highest index first, so the others keep their numbers
         rw.RemoveAtom(i)
     return _smiles(sanitized_or_none(rw))
-
-
-#: the halogens, one kind of terminal atom whatever the element (:func:`repeated_terminal_groups`)
-HALOGENS = frozenset({9, 17, 35, 53})
 
 
 def _terminal_kind(atom: Chem.Atom) -> tuple:
@@ -131,7 +119,7 @@ def remove_atom(mol: Chem.Mol, index: int) -> Optional[str]:
 
     Raises :class:`TypeError` for a non-``Mol`` and :class:`IndexError` for an atom ``mol`` lacks.
     """
-    atom = mol.GetAtomWithIdx(_check_atom(mol, index))
+    atom = mol.GetAtomWithIdx(checked_atom_index(mol, index))
     neighbours = [n.GetIdx() for n in atom.GetNeighbors()]
     if len(neighbours) <= 1:
         return remove_atoms(mol, [atom.GetIdx()])

@@ -38,7 +38,7 @@ import numpy as np
 from rdkit import Chem
 from sklearn.metrics import roc_auc_score
 
-from bartsmiles.core.chem import atom_made_carbon, match_smarts, sanitized_or_none
+from bartsmiles.core.chem import HALOGENS, atom_made_carbon, match_smarts, sanitized_or_none
 
 __all__ = ["KINDS", "Rule", "Labelled", "classify", "label_molecule", "balanced_sample", "break_pattern",
            "rule_breaking_edits", "atom_auc", "top_k_hit_rate"]
@@ -133,7 +133,6 @@ def balanced_sample(strata: Sequence[Optional[str]], n: int, rng: np.random.Gene
     return picked
 
 
-_HALOGENS = (9, 17, 35, 53)
 _HETEROATOMS = (7, 8, 16)
 
 
@@ -147,7 +146,7 @@ def _candidate_edits(mol: Chem.Mol, match: tuple[int, ...]):
         return sum(b.GetBondType() != Chem.BondType.SINGLE for b in mol.GetAtomWithIdx(i).GetBonds())
 
     for i in match:
-        if mol.GetAtomWithIdx(i).GetAtomicNum() in _HALOGENS:
+        if mol.GetAtomWithIdx(i).GetAtomicNum() in HALOGENS:
             rw = Chem.RWMol(mol)
             rw.RemoveAtom(i)
             yield sanitized_or_none(rw)

@@ -622,6 +622,7 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
         assert main([str(checkpoint), "CCO", "--device", "cuda", "--out", str(bad)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "no CUDA GPU" in err and "Traceback" not in err
+        assert not bad.exists()  # refused before the output folder is made
 
 
 def test_device_moves_the_model_and_a_missing_one_is_refused(predictor):

@@ -137,3 +137,15 @@ def test_atom_made_carbon_and_sanitized_or_none():
     assert Chem.MolToSmiles(sanitized_or_none(rw)) == "CC"
     with pytest.raises(TypeError, match="RDKit Mol"):
         sanitized_or_none("CC")  # type: ignore[arg-type]
+
+
+def test_checked_atom_index_and_halogens():
+    from bartsmiles.core.chem import HALOGENS, checked_atom_index
+
+    mol = parse_smiles("FC(Cl)Br")
+    assert checked_atom_index(mol, np.int64(3)) == 3 and type(checked_atom_index(mol, 0)) is int
+    with pytest.raises(IndexError, match="atom -1 is out of range for a molecule of 4 atoms"):
+        checked_atom_index(mol, -1)
+    with pytest.raises(TypeError, match="RDKit Mol"):
+        checked_atom_index("FC(Cl)Br", 0)  # type: ignore[arg-type]
+    assert sorted(a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() in HALOGENS) == ["Br", "Cl", "F"]

@@ -57,6 +57,8 @@ __all__ = [
     "quiet_rdkit",
     "sanitized_or_none",
     "atom_made_carbon",
+    "checked_atom_index",
+    "HALOGENS",
 ]
 
 
@@ -285,17 +287,28 @@ def sanitized_or_none(mol: Chem.Mol) -> Chem.Mol | None:
     return out
 
 
-def atom_made_carbon(mol: Chem.Mol, index: int) -> Chem.Mol | None:
-    """A copy of ``mol`` with atom ``index`` (RDKit atom index) turned into a neutral carbon with
-    implicit hydrogens (an amide N gives a ketone, a ring O a CH2), sanitized; ``None`` when the
-    result does not sanitize.  Raises :class:`TypeError` for a non-``Mol`` and :class:`IndexError`
-    for an atom ``mol`` lacks."""
+#: atomic numbers of the halogens F, Cl, Br and I
+HALOGENS = frozenset({9, 17, 35, 53})
+
+
+def checked_atom_index(mol: Chem.Mol, index: int) -> int:
+    """``index`` as an int, once ``mol`` is an RDKit ``Mol`` that has that atom (RDKit atom index);
+    raises :class:`TypeError` for a non-``Mol`` and :class:`IndexError` for an atom ``mol`` lacks."""
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
     if not 0 <= int(index) < mol.GetNumAtoms():
         raise IndexError(f"atom {index} is out of range for a molecule of {mol.GetNumAtoms()} atoms")
+    return int(index)
+
+
+def atom_made_carbon(mol: Chem.Mol, index: int) -> Chem.Mol | None:
+    """A copy of ``mol`` with atom ``index`` (RDKit atom index) turned into a neutral carbon with
+    implicit hydrogens (an amide N gives a ketone, a ring O a CH2), sanitized; ``None`` when the
+    result does not sanitize.  Raises :class:`TypeError` for a non-``Mol`` and :class:`IndexError`
+    for an atom ``mol`` lacks (:func:`checked_atom_index`)."""
+    index = checked_atom_index(mol, index)
     rw = Chem.RWMol(mol)
-    atom = rw.GetAtomWithIdx(int(index))
+    atom = rw.GetAtomWithIdx(index)
     atom.SetAtomicNum(6)
     atom.SetFormalCharge(0)
     atom.SetNumExplicitHs(0)
