@@ -2,7 +2,7 @@
 
 >>> from bartsmiles.attribution import Attributor
 >>> attributor = Attributor("runs/finetune/checkpoint_best.pt")  # default: DEFAULT_METHODS by the head
->>> attributor.method                        # "edit_occlusion" (decoder head); "gradient_x_input" (encoder head)
+>>> attributor.method                        # "edit_gradient" (decoder head); "gradient_x_input" (encoder head)
 >>> [a] = attributor.attribute("O=[N+]([O-])c1ccccc1", target=0)
 >>> a.atom_scores                            # per RDKit atom (additive where the method is)
 >>> a.environment_scores                     # plus the mean of the atoms 1 and 2 bonds away (drawn)
@@ -20,6 +20,7 @@
   (Captum IG), :mod:`.occlusion` (``<mask>`` occlusion per atom), :mod:`.gradient_x_input`,
   :mod:`.shapley` (Captum Shapley value sampling / feature ablation); and one that edits the
   molecule instead, :mod:`.edit_occlusion` (each atom edited out, the edited molecule re-read);
+  :mod:`.edit_gradient` adds the two kinds (edit occlusion plus gradient x input, per atom);
   :mod:`.inputs` -- what they share (loading, checked molecules, padded batches).
 * :mod:`.mapping` -- token scores -> atom scores through the tokenizer's atom alignment.
 * :mod:`.environment` -- atom scores -> environment scores (each atom plus its neighbourhood),

@@ -19,9 +19,13 @@ scores, substructures, drawings and the command line work the same for all of th
 * ``"edit_occlusion"`` -- ``F(molecule) - F(molecule with the atom edited out)``: a terminal atom
   deleted, a heteroatom made carbon, a chain carbon cut out; repeated terminal heteroatoms (two
   chlorines) are also deleted together and share the joint drop (:mod:`.edit_occlusion`); not additive.
+* ``"edit_gradient"`` -- edit occlusion plus gradient x input at ``alpha`` (zero baseline), added per
+  atom: the gradient scores the atoms edit occlusion cannot edit (a carbonyl carbon) and sees groups
+  a second copy hides, edit occlusion the groups a saturated gradient misses (:mod:`.edit_gradient`);
+  not additive.
 
-All methods but ``edit_occlusion`` (which edits the molecule itself) perturb the same input: the
-encoder's input token embeddings (IG's module docstring says what ``F`` is; ``output="logit"`` or
+All methods but ``edit_occlusion`` and the edit part of ``edit_gradient`` (which edit the molecule
+itself) perturb the same input: the encoder's input token embeddings (IG's module docstring says what ``F`` is; ``output="logit"`` or
 ``"prediction"``).  For an additive method
 ``atom_scores.sum() + remainder == output - baseline_output + delta`` with ``delta`` checked
 against ``tolerance`` (:class:`ConvergenceWarning` / :class:`ConvergenceError`); for the others
@@ -57,6 +61,7 @@ from .inputs import (Molecule, ScoreModel, baseline_token_id, encode_smiles, len
                      native_bf16, prepare_molecules)
 from .integrated_gradients import integrated_gradients
 from .mapping import map_token_scores, token_atom_matrix
+from .edit_gradient import edit_gradient
 from .edit_occlusion import edit_occlusion
 from .occlusion import mask_occlusion
 from .result import Attribution, MethodScores
@@ -66,20 +71,22 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "DEFAULT_PRECISION", "PRECISIONS", "Att
            "check_method", "default_method"]
 
 #: the attribution methods
-METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion")
+METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion", "edit_gradient")
 #: the method of ``Attributor(model)``, ``bartsmiles-attribute`` and ``bartsmiles serve`` by what the
 #: model's head reads (``head_input``, recorded at fine-tuning), chosen by the ground-truth tables
 #: (README, Attribution; ``benchmarks/results/attribution_groundtruth*``).  The decoder's final
-#: state (the fine-tuning default): edit occlusion -- these heads grow so confident that gradients
-#: saturate (a zero-embedding molecule already scores positive), and on the models the fine-tuning
-#: defaults give, edit occlusion found the deciding atoms far better (mean atom ROC-AUC 0.950
-#: against 0.831, three seeds).  The pooled encoder: gradient x input at ``alpha=0.5`` (zero
-#: baseline), better there (0.961 and 0.968 against 0.943 and 0.959) and cheaper.  A :class:`NeuronAttributor` reads the
-#: encoder, so it takes the encoder's default.
-DEFAULT_METHODS = {"decoder_eos": "edit_occlusion", "encoder_mean": "gradient_x_input"}
+#: state (the fine-tuning default): edit occlusion plus the gradient -- these heads grow so
+#: confident that gradients alone saturate (a zero-embedding molecule already scores positive) and
+#: edit occlusion alone cannot score a carbonyl carbon; on the models the fine-tuning defaults give
+#: the sum found the deciding atoms best (mean atom ROC-AUC 0.969 against 0.950 for edit occlusion
+#: and 0.831 for the gradient, three seeds), and it was first on every decoder-head set.  The pooled
+#: encoder: gradient x input at ``alpha=0.5`` (zero baseline), better there (0.961 and 0.968 against
+#: 0.943 and 0.959 for edit occlusion) and cheaper.  A :class:`NeuronAttributor` reads the encoder,
+#: so it takes the encoder's default.
+DEFAULT_METHODS = {"decoder_eos": "edit_gradient", "encoder_mean": "gradient_x_input"}
 #: the baseline token a method uses when ``baselines=None``
 DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "mask", "shapley": "mask",
-                    "edit_occlusion": "edit"}
+                    "edit_occlusion": "edit", "edit_gradient": "edit"}
 #: the numeric precisions of the model's forward (and backward) pass; ``"auto"``: bf16 where the
 #: device multiplies it in hardware (:func:`.inputs.native_bf16`), else fp32
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -87,12 +94,14 @@ PRECISIONS = ("fp32", "bf16", "auto")
 #: Attribution); the forward-only edit occlusion runs in bf16 where that is native, about 1.7 times
 #: faster on 2 CPU cores with the same ground-truth AUCs (seed means within 0.0032)
 DEFAULT_PRECISION = {"ig": "fp32", "gradient_x_input": "fp32", "mask_occlusion": "fp32", "shapley": "fp32",
-                     "edit_occlusion": "auto"}
-#: the methods without gradients whose bf16 runs a bfloat16 copy of the model rather than autocast
+                     "edit_occlusion": "auto", "edit_gradient": "auto"}
+#: the methods whose forward-only passes (for ``edit_gradient``, its edits; its gradient stays on the
+#: model, under autocast) run in bf16 on a bfloat16 copy of the model rather than under autocast
 #: (:func:`bartsmiles.model.precision.bf16_copy`: no casts between bf16 and float32 ops, a tenth faster)
-FORWARD_ONLY = frozenset({"edit_occlusion"})
+FORWARD_ONLY = frozenset({"edit_occlusion", "edit_gradient"})
 #: ``batch_size=None``: molecules per IG batch; sequences per forward pass for the other methods
-DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256, "edit_occlusion": 256}
+DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256, "edit_occlusion": 256,
+                      "edit_gradient": 256}
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,7 @@ def _check_options(method: str, opts: RunOptions) -> None:
         raise AttributionError(f"batch_size must be >= 1, got {opts.batch_size}")
     try:
         check_radius(opts.environment_radius)
-        if method == "gradient_x_input":
+        if method in ("gradient_x_input", "edit_gradient"):
             check_alpha(opts.alpha)
     except ValueError as exc:
         raise AttributionError(str(exc)) from None
@@ -170,6 +179,9 @@ def _variant(method: str, opts: RunOptions) -> tuple[str, int, bool]:
         return ("atom+attached" if opts.attached else "atom") + ("+decoder" if opts.occlude_decoder else ""), 1, False
     if method == "edit_occlusion":
         return "atom edit" + ("+joint copies" if opts.joint_copies else ""), 1, False
+    if method == "edit_gradient":
+        return ("atom edit" + ("+joint copies" if opts.joint_copies else "")
+                + f" + gradient at alpha={float(opts.alpha):g}"), 1, False
     if method == "gradient_x_input":
         plain = float(opts.alpha) == 1.0
         return ("gradient_x_input" if plain else f"gradient at alpha={float(opts.alpha):g}"), 1, False
@@ -284,6 +296,12 @@ class _Base:
             model = self._score_model(target, self._forward_only_model())
             return edit_occlusion(model, molecules, encode=self._encode, batch_size=opts.batch_size,
                                   joint_copies=bool(opts.joint_copies))
+        if self.method == "edit_gradient":  # the edits on the forward-only model, the gradient on self.model
+            return edit_gradient(self._score_model(target, self._forward_only_model()), self._score_model(target),
+                                 molecules, encode=self._encode, batch_size=opts.batch_size,
+                                 gradient_batch_size=min(opts.batch_size, DEFAULT_BATCH_SIZE["gradient_x_input"]),
+                                 joint_copies=bool(opts.joint_copies), alpha=float(opts.alpha),
+                                 replace_specials=opts.replace_specials)
         model = self._score_model(target)
         if self.method == "gradient_x_input" and opts.baselines == "zero":
             return gradient_x_input(model, molecules, baseline_id=None, batch_size=opts.batch_size,
@@ -358,10 +376,11 @@ class Attributor(_Base):
     ``output``: ``"logit"`` (the head's raw output, default) or ``"prediction"`` (probability for
     classification, value in original units for regression).  ``method``: one of :data:`METHODS`
     (``None``, the default: :data:`DEFAULT_METHODS` for what the model's head reads --
-    ``"edit_occlusion"`` for the decoder head, ``"gradient_x_input"`` for the encoder head).
+    ``"edit_gradient"`` for the decoder head, ``"gradient_x_input"`` for the encoder head).
     ``precision``: ``"fp32"``, ``"bf16"`` -- for the gradient methods the model's matrix products
     under bfloat16 autocast (inputs, gradients and scores stay float32), 1.2 to 1.3 times faster on
-    2 cores of a CPU with AVX512-BF16; for edit occlusion (:data:`FORWARD_ONLY`) a bfloat16 copy of
+    2 cores of a CPU with AVX512-BF16; for edit occlusion and the edits of ``edit_gradient``
+    (:data:`FORWARD_ONLY`) a bfloat16 copy of
     the model, about 1.5 times faster there; scores differ slightly (README, Attribution) -- or
     ``"auto"``, bf16 where the device has it
     in hardware (:func:`.inputs.native_bf16`); ``None``: the method's :data:`DEFAULT_PRECISION`.
@@ -458,7 +477,8 @@ class Attributor(_Base):
         integrated gradients, where a confident model is not saturated; 1: plain gradient x input).
         ``edit_occlusion``: ``joint_copies`` -- also delete each group of repeated terminal
         heteroatoms (two chlorines, a CF3's fluorines) at once and share the joint drop among them
-        (default ``True``; :mod:`.edit_occlusion`).
+        (default ``True``; :mod:`.edit_occlusion`).  ``edit_gradient``: both ``joint_copies`` and
+        ``alpha`` (its gradient is always from a zero baseline).
 
         Every method: ``environment_radius`` (default :data:`~.environment.DEFAULT_ENVIRONMENT_RADIUS`,
         2) -- ``Attribution.environment_scores`` is each atom's score plus ``1/d`` times the mean

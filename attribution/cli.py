@@ -6,9 +6,9 @@
     bartsmiles-attribute PRETRAINED --neuron 17 --csv molecules.csv --out attr/
 
 ``--method`` picks the attribution method (:data:`bartsmiles.attribution.attributor.METHODS`):
-``edit_occlusion`` (each atom edited out of the molecule), ``gradient_x_input``, ``ig`` (integrated
-gradients), ``mask_occlusion``, ``shapley``.  The default depends on what the model's head reads
-(:data:`~bartsmiles.attribution.attributor.DEFAULT_METHODS`): ``edit_occlusion`` for the decoder
+``edit_occlusion`` (each atom edited out of the molecule), ``edit_gradient`` (edit occlusion plus
+gradient x input), ``gradient_x_input``, ``ig`` (integrated gradients), ``mask_occlusion``, ``shapley``.  The default depends on what the model's head reads
+(:data:`~bartsmiles.attribution.attributor.DEFAULT_METHODS`): ``edit_gradient`` for the decoder
 head (the fine-tuning default), ``gradient_x_input`` for the encoder head and for ``--neuron``.
 
 Writes into ``--out``:
@@ -69,15 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                         + " and --neuron (chosen by the ground-truth benchmark: README, Attribution)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="fp32, bf16 (autocast for the gradient methods, 1.2-1.3x faster on a CPU with AVX512-BF16; "
-                        "a bfloat16 copy of the model for edit_occlusion, about 1.5x; slightly different scores) or "
-                        "auto (bf16 where the CPU or GPU has it in hardware); default: fp32, auto for edit_occlusion")
+                        "a bfloat16 copy of the model for edit_occlusion and the edits of edit_gradient, about 1.5x; slightly "
+                        "different scores) or auto (bf16 where the CPU or GPU has it in hardware); default: fp32, auto "
+                        "for edit_occlusion and edit_gradient")
     p.add_argument("--device", default="cpu",
                    help="where the model runs: cpu (default), cuda, cuda:N or auto (a GPU if there is one)")
     p.add_argument("--baseline", default=None, choices=("pad", "mask", "eos", "zero"),
                    help="token put in place of the molecule's tokens (default: pad for ig, mask for mask_occlusion "
                         "and shapley); zero: a zero embedding, gradient_x_input only (its default)")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                   help="gradient_x_input: take the gradient at baseline + ALPHA * (input - baseline), "
+                   help="gradient_x_input and edit_gradient: take the gradient at baseline + ALPHA * (input - baseline), "
                         f"0 < ALPHA <= 1 (default {DEFAULT_ALPHA}: where a confident model is not saturated; "
                         "1: plain gradient x input)")
     p.add_argument("--n-steps", type=int, default=50, help="ig: integration steps (default 50)")
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask_occlusion: also mask the atom's bond / branch / ring-closure tokens")
     p.add_argument("--occlude-decoder", action="store_true", help="mask_occlusion: mask the decoder's input too")
     p.add_argument("--joint-copies", action=argparse.BooleanOptionalAction, default=True,
-                   help="edit_occlusion: also delete each group of repeated terminal heteroatoms (two chlorines, "
+                   help="edit_occlusion and edit_gradient: also delete each group of repeated terminal heteroatoms (two chlorines, "
                         "a CF3's fluorines) at once and share the joint drop among them (default: on)")
     p.add_argument("--n-samples", type=int, default=25, help="shapley: random permutations (default 25)")
     p.add_argument("--estimator", default="sampling", choices=ESTIMATORS,

@@ -252,6 +252,9 @@ METHOD_TEXT = {
                       "the molecule (a terminal atom deleted, a heteroatom made carbon, a chain carbon cut out; "
                       "ring and branch carbons score 0; repeated terminal heteroatoms such as two chlorines also "
                       "deleted together, sharing the joint drop)",
+    "edit_gradient": "Edit occlusion plus gradient: an atom's score is the drop in the output when the atom is "
+                     "edited out of the molecule, plus its gradient x input at the encoder's input token embeddings "
+                     "(taken halfway from a zero baseline; token scores mapped to atoms)",
 }
 
 

@@ -41,6 +41,11 @@ Parameters (stored as given, as scikit-learn requires; ``get_params``/``set_para
     ``"decoder_eos"`` (default, the BART recipe): the head reads the decoder's final ``</s>`` state.
     ``"encoder_mean"``: it reads the mean-pooled encoder output and the decoder is never run, so
     fitting and prediction cost about half as much (:mod:`bartsmiles.tasks.property_head`).
+``randomize_smiles``
+    randomized-SMILES augmentation, as ``FinetuneConfig.randomize_smiles``: per epoch each training
+    molecule is read as a random SMILES with this probability (default ``0.0``: off). Validation and
+    prediction read the canonical form. Models meant to be explained gain from ``0.5``: their
+    attributions find a rule's atoms more often (README, Attribution).
 ``work_dir``
     folder for the runs (one ``fit-*`` subfolder per fit). ``None``: a temporary folder that is
     deleted when the estimator is garbage-collected -- use :meth:`save` to keep a model.
@@ -274,7 +279,7 @@ class _BartSmilesEstimator(BaseEstimator):
             seed=int(self.seed), pos_weight="none" if pos_weight is None else str(pos_weight),
             keep_last_epochs=-1 if self.average_last else 1, cpu=self.cpu, score_test=False,
             progress=bool(self.progress), keep_smiles_as_written=bool(self.keep_smiles_as_written),
-            head_input=str(self.head_input),
+            head_input=str(self.head_input), randomize_smiles=float(self.randomize_smiles),
         )
 
     # -- fit ---------------------------------------------------------------------------------
@@ -514,7 +519,8 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
                  seed=1, pos_weight="none", average_last=0, grid=None, valid_fraction=0.1, work_dir=None,
-                 cpu=None, progress=True, keep_smiles_as_written=False, n_models=1, head_input="decoder_eos"):
+                 cpu=None, progress=True, keep_smiles_as_written=False, n_models=1, head_input="decoder_eos",
+                 randomize_smiles=0.0):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -532,6 +538,7 @@ class BartSmilesClassifier(ClassifierMixin, _BartSmilesEstimator):
         self.keep_smiles_as_written = keep_smiles_as_written
         self.n_models = n_models
         self.head_input = head_input
+        self.randomize_smiles = randomize_smiles
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, one_d = self._labels_2d(y)
@@ -648,7 +655,7 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
 
     def __init__(self, pretrained=None, arch="bartsmiles_small", epochs=10, batch_size=16, lr=3e-5, dropout=0.1,
                  seed=1, average_last=0, grid=None, valid_fraction=0.1, work_dir=None, cpu=None, progress=True,
-                 keep_smiles_as_written=False, n_models=1, head_input="decoder_eos"):
+                 keep_smiles_as_written=False, n_models=1, head_input="decoder_eos", randomize_smiles=0.0):
         self.pretrained = pretrained
         self.arch = arch
         self.epochs = epochs
@@ -665,6 +672,7 @@ class BartSmilesRegressor(RegressorMixin, _BartSmilesEstimator):
         self.keep_smiles_as_written = keep_smiles_as_written
         self.n_models = n_models
         self.head_input = head_input
+        self.randomize_smiles = randomize_smiles
 
     def _encode_labels(self, y: Any, refit: bool = True) -> np.ndarray:
         values, _ = self._labels_2d(y)

@@ -93,6 +93,34 @@ halogens became one kind of repeated copy and bf16 edit occlusion a bfloat16 cop
 
 The README's tables for edit occlusion come from that last run.
 
+Session 12 trained two more sets with randomized-SMILES augmentation in fine-tuning
+(``--randomize-smiles 0.5``: per epoch each training molecule is a random SMILES with probability
+0.5; the task data copied from the sets without it, so the molecules and splits are the same).
+The fine-tuning defaults with it (two processes of one thread, split by ``--tasks``, then one
+last run over every task, all cached, that wrote the table)::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 --randomize-smiles 0.5 \
+        --methods edit_occlusion_env,edit_occlusion_bf16_env,gxi_zero,gxi_a05_env,ecfp_rf,rule_check \
+        --work-dir runs/attribution_gt_rand05 --out benchmarks/results/attribution_groundtruth_randomized_smiles
+
+and the 1,200-molecule set with it (``--n-train 1200 --randomize-smiles 0.5``, the 3-epoch
+defaults of this script, ``--work-dir runs/attribution_gt_n1200_rand05 --out
+benchmarks/results/attribution_groundtruth_n1200_randomized_smiles``; its last run also scored
+``edit_gradient_bf16_env,edit_gradient_env``).
+
+Edit occlusion + gradient (``edit_gradient*``, the decoder head's default since session 12) was
+then scored on every other set with ``--methods edit_gradient_bf16_env,edit_gradient_env,ecfp_rf``
+and each set's own options above (one process of one thread, beside the training runs), e.g. for
+the user-default set::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 \
+        --methods edit_gradient_bf16_env,edit_gradient_env,ecfp_rf \
+        --work-dir runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults
+
+and with ``--methods edit_gradient_bf16_env,ecfp_rf`` on the two encoder-head sets.
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -159,6 +187,7 @@ TASKS = [
 #: token baseline instead of zero; ``edit_occlusion*`` edit each atom out of the molecule
 #: (attribution/edit_occlusion.py; ``*_single*`` without deleting repeated copies together, as
 #: before they were; ``*_bf16*`` with the model's matrix products in bfloat16, ``precision="bf16"``);
+#: ``edit_gradient*`` add the two, edit occlusion and the gradient at 0.5 (attribution/edit_gradient.py);
 #: ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
 #: was, until the two held-out sets of the module docstring were scored)
 METHODS = {
@@ -183,6 +212,8 @@ METHODS = {
     "edit_occlusion_single": ("edit_occlusion", {"joint_copies": False, "environment_radius": 0}),
     "edit_occlusion_single_env": ("edit_occlusion", {"joint_copies": False, "environment_radius": 2}),
     "edit_occlusion_bf16_env": ("edit_occlusion", {"precision": "bf16", "environment_radius": 2}),
+    "edit_gradient_env": ("edit_gradient", {"environment_radius": 2}),
+    "edit_gradient_bf16_env": ("edit_gradient", {"precision": "bf16", "environment_radius": 2}),
 }
 REFERENCES = ("ecfp_rf", "random")
 #: not an attribution: does breaking the deciding group flip the model's and the forest's prediction?
@@ -238,16 +269,20 @@ def fine_tuned(folder: Path, seed: int, args) -> dict:
         if info.get("head_input", "decoder_eos") != args.head_input:
             raise SystemExit(f"{record} is a model with head_input={info.get('head_input', 'decoder_eos')}, not "
                              f"{args.head_input}: give this run its own --work-dir")
+        if info.get("randomize_smiles", 0.0) != args.randomize_smiles:
+            raise SystemExit(f"{record} is a model with randomize_smiles={info.get('randomize_smiles', 0.0)}, not "
+                             f"{args.randomize_smiles}: give this run its own --work-dir")
         return info
     cfg = FinetuneConfig(data=str(folder / "data"), pretrained=args.pretrained,
                          arch="bartsmiles_tiny" if args.smoke else "", save_dir=str(folder / f"seed{seed}" / "run"),
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, keep_last_epochs=0,
                          length_sorted_batches=True, cpu=True, num_workers=0, log_interval=100, progress=False,
-                         head_input=args.head_input)
+                         head_input=args.head_input, randomize_smiles=args.randomize_smiles)
     result = finetune(cfg)
     info = {"checkpoint": result.best_checkpoint, "test_roc_auc": result.test_metric,
             "valid_roc_auc": result.best_valid_metric, "seconds": round(result.seconds, 1), "seed": seed,
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_input": args.head_input}
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "head_input": args.head_input,
+            "randomize_smiles": args.randomize_smiles}
     last = Path(result.save_dir) / "checkpoint_last.pt"
     if last.is_file() and Path(result.best_checkpoint) != last:
         last.unlink()  # the run is finished: keep the best checkpoint only (disk)
@@ -471,7 +506,10 @@ def to_markdown(report: dict) -> str:
              f"{report['started']}. Model seeds: {report['seeds']}. Per task: "
              f"{report['config']['n_train']} train / {report['config']['n_valid']} valid / "
              f"{report['config']['n_test']} test molecules, {report['config']['epochs']} epochs from "
-             f"`{report['config']['pretrained']}`; at most {report['config']['n_explain']} positive test molecules "
+             f"`{report['config']['pretrained']}`"
+             + (f", randomized-SMILES augmentation p = {report['config']['randomize_smiles']}"
+                if report['config'].get('randomize_smiles') else "")
+             + f"; at most {report['config']['n_explain']} positive test molecules "
              f"explained ({report['config']['n_explain_slow']} for Shapley). Mean over seeds (± std when more than one).",
              "", "## Atom ROC-AUC", "",
              "| task | model test ROC-AUC | model test accuracy | RF test accuracy | " + " | ".join(methods) + " |",
@@ -585,6 +623,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--randomize-smiles", type=float, default=0.0,
+                   help="fine-tuning augmentation (FinetuneConfig.randomize_smiles): per epoch, each training molecule "
+                        "is a random SMILES with this probability")
     p.add_argument("--rf-trees", type=int, default=200)
     p.add_argument("--head-input", default="decoder_eos", choices=("decoder_eos", "encoder_mean"),
                    help="what the fine-tuned models' head reads (bartsmiles.tasks.property_head); give each its "

@@ -101,6 +101,8 @@ RUNS = [
     ("edit_occlusion_bf16", "edit_occlusion", {"precision": "bf16"}),
     ("edit_occlusion_full_decoder", "edit_occlusion", {"eos_only": False}),
     ("edit_occlusion_autocast", "edit_occlusion", {"bf16_copy": False}),
+    ("edit_gradient", "edit_gradient", {}),
+    ("edit_gradient_fp32", "edit_gradient", {"precision": "fp32"}),
     ("gradient_x_input_full_decoder", "gradient_x_input", {"eos_only": False}),
     ("shapley", "shapley", {"n_samples": 10}),
     ("shapley_atoms", "shapley", {"n_samples": 10, "features": "atoms"}),

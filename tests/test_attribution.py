@@ -466,6 +466,8 @@ VARIANTS = [
     ("shapley", {"n_samples": 3}),
     ("shapley", {"n_samples": 3, "features": "atoms", "replace_specials": True}),
     ("shapley", {"estimator": "ablation"}),
+    ("edit_gradient", {}),
+    ("edit_gradient", {"joint_copies": False, "alpha": 1.0}),
 ]
 ADDITIVE = {("ig", "gausslegendre"), ("shapley", "sampling/tokens"), ("shapley", "sampling/atoms")}
 
@@ -484,7 +486,7 @@ def _ids(variants):
 @pytest.mark.parametrize("method, options", VARIANTS, ids=_ids(VARIANTS))
 def test_every_method_scores_every_atom(predictor, probes, method, options):
     """Rings, branches, charges, stereo and a salt: one finite score per RDKit atom, same result type."""
-    results = Attributor(predictor, method=method).attribute(PROBES, **options)
+    results = Attributor(predictor, method=method, precision="fp32").attribute(PROBES, **options)  # the same F
     assert [a.smiles for a in results] == [canonicalize(s) for s in PROBES]  # the form the model reads
     for a, ig in zip(results, probes):
         assert a.attribution_method == method
@@ -566,7 +568,7 @@ def test_batching_gives_the_scores_of_one_at_a_time(predictor, method, options):
 
 
 def test_methods_for_neurons(predictor):
-    for method in ("mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion"):
+    for method in ("mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion", "edit_gradient"):
         results = NeuronAttributor(predictor, method=method).attribute(PROBES[:3], neuron=5, n_samples=2)
         for a in results:
             assert a.atom_scores.shape == (parse_smiles(a.smiles).GetNumAtoms(),)
@@ -574,7 +576,8 @@ def test_methods_for_neurons(predictor):
 
 
 def test_bad_methods_and_options(checkpoint, predictor):
-    assert METHODS[0] == "ig" and set(METHODS) == {"ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion"}
+    assert METHODS[0] == "ig" and set(METHODS) == {"ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion",
+                                                  "edit_gradient"}
     with pytest.raises(AttributionError, match="unknown attribution method 'lime'"):
         Attributor("no/such/checkpoint.pt", method="lime")  # checked before anything is loaded
     shap = Attributor(predictor, method="shapley")
@@ -598,6 +601,7 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
     runs = (("mask_occlusion", ["--attached", "--format", "svg"]), ("gradient_x_input", ["--no-images"]),
             ("shapley", ["--n-samples", "2", "--features", "atoms", "--no-images"]),
             ("ig", ["--ig-method", "riemann_trapezoid", "--no-images"]),
+            ("edit_gradient", ["--no-images", "--alpha", "0.75"]),
             ("edit_occlusion", ["--no-images", "--no-joint-copies"]))
     for method, extra in runs:
         out = tmp_path / method
@@ -610,6 +614,8 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
         assert data["method"] == method and data["precision"] in ("fp32", "bf16")  # the one in use
         assert data["device"] == "cpu"
     assert data["molecules"][0]["method"] == "atom edit"  # --no-joint-copies reached the method
+    edit_gradient = json.loads((tmp_path / "edit_gradient" / "attributions.json").read_text())
+    assert edit_gradient["molecules"][0]["method"] == "atom edit+joint copies + gradient at alpha=0.75"
     page = (tmp_path / "mask_occlusion" / "report.html").read_text()
     assert "Mask occlusion" in page and "not additive" in page and "above tolerance" not in page
     capsys.readouterr()
@@ -1073,6 +1079,37 @@ def test_bf16_precision_gives_nearly_the_fp32_scores(predictor):
         Attributor(predictor, precision="fp16")
 
 
+def test_edit_gradient_is_edit_occlusion_plus_the_gradient(predictor):
+    """edit_gradient adds edit occlusion's atom scores and the gradient's (alpha, zero baseline), atom by
+    atom and token by token, with edit occlusion's outputs; the gradient part skips its output passes
+    without changing its scores."""
+    from bartsmiles.attribution.gradient_x_input import gradient_x_input
+
+    for alpha, joint in ((0.5, True), (0.8, False)):
+        both = Attributor(predictor, method="edit_gradient", precision="fp32").attribute(
+            PROBES, alpha=alpha, joint_copies=joint, environment_radius=0)
+        edits = Attributor(predictor, method="edit_occlusion", precision="fp32").attribute(
+            PROBES, joint_copies=joint, environment_radius=0)
+        grads = Attributor(predictor, method="gradient_x_input", precision="fp32").attribute(
+            PROBES, alpha=alpha, environment_radius=0)
+        for a, e, g in zip(both, edits, grads):
+            np.testing.assert_allclose(a.atom_scores, e.atom_scores + g.atom_scores, atol=1e-6)
+            np.testing.assert_allclose(a.token_scores, e.token_scores + g.token_scores, atol=1e-6)
+            assert a.output == e.output and a.baseline_output == e.output
+            assert a.method == f"atom edit{'+joint copies' if joint else ''} + gradient at alpha={alpha:g}"
+    attributor = Attributor(predictor, method="gradient_x_input", precision="fp32")
+    model = attributor._score_model(0)
+    molecules = attributor.prepare(PROBES)
+    full = gradient_x_input(model, molecules, baseline_id=None, batch_size=4, replace_specials=False, alpha=0.5)
+    lean = gradient_x_input(model, molecules, baseline_id=None, batch_size=4, replace_specials=False, alpha=0.5,
+                            outputs=False)
+    for a, b in zip(full, lean):
+        np.testing.assert_allclose(a.token_scores, b.token_scores, atol=1e-6)
+        assert np.isfinite(a.output) and np.isnan(b.output) and np.isnan(b.baseline_output)
+    with pytest.raises(AttributionError, match="alpha must be in"):
+        Attributor(predictor, method="edit_gradient").attribute("CCO", alpha=0.0)
+
+
 def test_edit_occlusion_in_bf16_runs_a_bf16_copy(predictor):
     """Edit occlusion in bf16 runs a bfloat16 copy of the model (no autocast casts); the model itself
     stays float32 and its fairseq GELU is untouched; scores and outputs stay near fp32's, and
@@ -1119,8 +1156,9 @@ def test_bf16_inference_swaps_fairseqs_gelu_only_inside(predictor):
 
 
 def test_the_default_method_follows_what_the_head_reads(checkpoint):
-    """DEFAULT_METHODS: edit occlusion for the decoder head (the fine-tuning default), gradient x
-    input for the encoder head and for neurons (pooled encoder features); an explicit method wins."""
+    """DEFAULT_METHODS: edit occlusion plus the gradient for the decoder head (the fine-tuning
+    default), gradient x input for the encoder head and for neurons (pooled encoder features); an
+    explicit method wins."""
     from bartsmiles.attribution import DEFAULT_METHODS, default_method
     from bartsmiles.model.predictor import PropertyPredictor
     from bartsmiles.tasks.property_head import HEAD_INPUTS, use_head_input
@@ -1128,7 +1166,7 @@ def test_the_default_method_follows_what_the_head_reads(checkpoint):
     assert set(DEFAULT_METHODS) == set(HEAD_INPUTS) and set(DEFAULT_METHODS.values()) <= set(METHODS)
     decoder = PropertyPredictor(checkpoint)
     assert decoder.meta.get("head_input", "decoder_eos") == "decoder_eos"
-    assert Attributor(decoder).method == "edit_occlusion" == default_method("decoder_eos")
+    assert Attributor(decoder).method == "edit_gradient" == default_method("decoder_eos")
     assert NeuronAttributor(decoder).method == "gradient_x_input"
     assert Attributor(decoder, method="ig").method == "ig"
     encoder = PropertyPredictor(checkpoint)
@@ -1180,7 +1218,7 @@ def test_eos_only_forward_is_the_models_own_forward(checkpoint, pre_norm):
 
 def test_auto_precision_and_each_methods_default(predictor, monkeypatch):
     """precision=None is the method's DEFAULT_PRECISION: fp32 for the gradient methods, "auto" for
-    edit occlusion; "auto" is bf16 exactly where the device has it in hardware (native_bf16)."""
+    edit occlusion and edit_gradient; "auto" is bf16 exactly where the device has it in hardware (native_bf16)."""
     from bartsmiles.attribution import attributor as module
     from bartsmiles.attribution.inputs import native_bf16
 
@@ -1188,12 +1226,13 @@ def test_auto_precision_and_each_methods_default(predictor, monkeypatch):
     assert isinstance(native_bf16(cpu), bool) and native_bf16(torch.device("meta")) is False
     native = "bf16" if native_bf16(cpu) else "fp32"
     assert Attributor(predictor, method="gradient_x_input").precision == "fp32"
-    assert Attributor(predictor).precision == native  # the decoder head's default: edit occlusion
+    assert Attributor(predictor).precision == native  # the decoder head's default: edit_gradient
     assert Attributor(predictor, method="edit_occlusion", precision="fp32").precision == "fp32"
     for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(module, "native_bf16", lambda device, has=has_bf16: has)
         assert Attributor(predictor, precision="auto").precision == expected
         assert Attributor(predictor, method="edit_occlusion").precision == expected
+        assert Attributor(predictor, method="edit_gradient").precision == expected
         assert Attributor(predictor, precision="bf16").precision == "bf16"  # asked for: emulated if need be
     assert set(module.DEFAULT_PRECISION) == set(module.METHODS)
 

@@ -141,6 +141,21 @@ def test_save_and_load_round_trip(fitted, tmp_path):
         BartSmilesRegressor.load(tmp_path / "model")
 
 
+def test_randomized_smiles_augmentation_reaches_the_training_run(pretrained, tmp_path):
+    from bartsmiles.model.checkpoint import load_fairseq_state
+
+    y = [int(has_n(s)) for s in MOLS]
+    with pytest.raises(Exception, match="randomize_smiles"):
+        tiny(BartSmilesClassifier, pretrained, randomize_smiles=1.5, work_dir=str(tmp_path / "bad")).fit(MOLS, y)
+    clf = tiny(BartSmilesClassifier, pretrained, randomize_smiles=0.5, work_dir=str(tmp_path / "work"))
+    assert clone(clf).get_params()["randomize_smiles"] == 0.5
+    assert "randomize_smiles" in BartSmilesRegressor().get_params()
+    clf.fit(MOLS, y)
+    task = load_fairseq_state(clf.checkpoint_)["cfg"]["task"]
+    assert float(task["randomize_smiles"]) == 0.5
+    assert clf.predict_proba(MOLS).shape == (len(MOLS), 2)
+
+
 def test_multitask_classifier_with_missing_labels_and_explicit_validation(pretrained, tmp_path):
     Y = pd.DataFrame({"n": [float(has_n(s)) for s in MOLS], "o": [float("O" in s or "o" in s) for s in MOLS]})
     Y.loc[[2, 7, 11], "o"] = np.nan

@@ -15,7 +15,7 @@
 # (6 files come back, 7 if the call is cut while a JSON is being rewritten; steps.log has all output):
 #   1. install (~45 s, no timeout: it is sourced): scripts/device/setup.sh with FAIRSEQ_BUILD=cython
 #   2. speed_cuda/attribution_speed.json: benchmarks/attribution_speed.py --device cuda on N_MOL (1,000)
-#      MOSES molecules: gradient_x_input(_bf16), edit_occlusion(_fp32, _full_decoder), ecfp_rf
+#      MOSES molecules: gradient_x_input(_bf16), edit_occlusion(_fp32, _full_decoder), edit_gradient(_fp32), ecfp_rf
 #   3. agreement.json: scripts/device/attribution_device.py agreement, N_AGREE (100) molecules, the
 #      speed run's checkpoint: CPU fp32 against the GPU in fp32, default precision and bf16
 #   4. speed_cuda_slow/attribution_speed.json: mask_occlusion on N_MOL, ig and shapley on N_SLOW (50)
@@ -23,7 +23,7 @@
 #      the end only, so the slower methods cannot cost the numbers of step 2)
 #   5. batch_sweep.json: edit_occlusion and gradient_x_input at larger batch sizes on the GPU
 #   6. speed_cpu16/attribution_speed.json: the same machine's CPU, 16 torch threads, N_CPU (200)
-#      molecules, edit_occlusion, gradient_x_input, ecfp_rf
+#      molecules, edit_occlusion, edit_gradient, gradient_x_input, ecfp_rf
 #
 # Rehearse on a CPU machine with the venv already built (no installs, tiny sizes; FAIRSEQ_BUILD=cython
 # also works there and builds the carried, cut fairseq with the venv's Cython):
@@ -91,7 +91,7 @@ agree() {
 }
 
 step speed_cuda 120 "${SPEED[@]}" --device "$DEVICE" --n-molecules "$N_MOL" \
-  --runs gradient_x_input,gradient_x_input_bf16,edit_occlusion,edit_occlusion_fp32,edit_occlusion_full_decoder,ecfp_rf \
+  --runs gradient_x_input,gradient_x_input_bf16,edit_occlusion,edit_occlusion_fp32,edit_occlusion_full_decoder,edit_gradient,edit_gradient_fp32,ecfp_rf \
   --work-dir "$WORK/speed_cuda" --out "$OUT/speed_cuda"
 agree; AGREED=$?
 step speed_cuda_slow 120 "${SPEED[@]}" --device "$DEVICE" --n-molecules "$N_MOL" --n-slow "$N_SLOW" \
@@ -102,7 +102,7 @@ if CKPT=$(checkpoint); then
     --sizes "edit_occlusion:256,1024/32768,4096/131072;gradient_x_input:256,1024/32768" --json "$OUT/batch_sweep.json"
 fi
 OMP_NUM_THREADS="$CPU_THREADS" step speed_cpu16 120 "${SPEED[@]}" --device cpu --n-molecules "$N_CPU" \
-  --runs gradient_x_input,edit_occlusion,ecfp_rf --work-dir "$WORK/speed_cpu16" --out "$OUT/speed_cpu16"
+  --runs gradient_x_input,edit_occlusion,edit_gradient,ecfp_rf --work-dir "$WORK/speed_cpu16" --out "$OUT/speed_cpu16"
 (( AGREED == 0 )) || agree
 
 rm -f "$OUT"/*.tmp

@@ -34,7 +34,7 @@ import torch
 
 from bartsmiles.attribution import Attributor, inputs
 
-METHODS = ("gradient_x_input", "edit_occlusion")
+METHODS = ("gradient_x_input", "edit_occlusion", "edit_gradient")
 
 
 def _speed_benchmark():
