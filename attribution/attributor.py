@@ -156,6 +156,8 @@ def _check_options(method: str, opts: RunOptions) -> None:
             check_alpha(opts.alpha)
     except ValueError as exc:
         raise AttributionError(str(exc)) from None
+    if method == "edit_gradient" and opts.baselines not in ("edit", "zero"):
+        raise AttributionError(f"edit_gradient takes its gradient from a zero baseline; got baselines={opts.baselines!r}")
     if method == "ig" and int(opts.n_steps) < 2:
         raise AttributionError(f"n_steps must be >= 2 (Captum's integration needs two points), got {opts.n_steps}")
     if method == "ig" and (int(opts.nt_samples) < 0 or not float(opts.nt_stdev) >= 0):

@@ -7,7 +7,8 @@
 
 ``--method`` picks the attribution method (:data:`bartsmiles.attribution.attributor.METHODS`):
 ``edit_occlusion`` (each atom edited out of the molecule), ``edit_gradient`` (edit occlusion plus
-gradient x input), ``gradient_x_input``, ``ig`` (integrated gradients), ``mask_occlusion``, ``shapley``.  The default depends on what the model's head reads
+gradient x input), ``gradient_x_input``, ``ig`` (integrated gradients), ``mask_occlusion``,
+``shapley``.  The default depends on what the model's head reads
 (:data:`~bartsmiles.attribution.attributor.DEFAULT_METHODS`): ``edit_gradient`` for the decoder
 head (the fine-tuning default), ``gradient_x_input`` for the encoder head and for ``--neuron``.
 

@@ -254,7 +254,7 @@ METHOD_TEXT = {
                       "deleted together, sharing the joint drop)",
     "edit_gradient": "Edit occlusion plus gradient: an atom's score is the drop in the output when the atom is "
                      "edited out of the molecule, plus its gradient x input at the encoder's input token embeddings "
-                     "(taken halfway from a zero baseline; token scores mapped to atoms)",
+                     "(taken part of the way from a zero baseline, halfway by default; token scores mapped to atoms)",
 }
 
 

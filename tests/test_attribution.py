@@ -1108,6 +1108,8 @@ def test_edit_gradient_is_edit_occlusion_plus_the_gradient(predictor):
         assert np.isfinite(a.output) and np.isnan(b.output) and np.isnan(b.baseline_output)
     with pytest.raises(AttributionError, match="alpha must be in"):
         Attributor(predictor, method="edit_gradient").attribute("CCO", alpha=0.0)
+    with pytest.raises(AttributionError, match="zero baseline"):
+        Attributor(predictor, method="edit_gradient").attribute("CCO", baselines="mask")
 
 
 def test_edit_occlusion_in_bf16_runs_a_bf16_copy(predictor):
