@@ -48,37 +48,30 @@ def eos_only_supported(model) -> bool:
     return all(getattr(last, name, None) is None for name in _LAYER_EXTRAS)
 
 
+def _sublayer(layer, norm, x: torch.Tensor, block) -> torch.Tensor:
+    """One residual sublayer of a fairseq ``TransformerDecoderLayer``: ``norm`` before ``block``
+    (pre-norm) or after the residual sum (post-norm), dropout on ``block``'s output, as fairseq does."""
+    residual = x
+    if layer.normalize_before:
+        x = norm(x)
+    x = layer.residual_connection(layer.dropout_module(block(x)), residual)
+    return x if layer.normalize_before else norm(x)
+
+
 def _last_layer_at(layer, states: torch.Tensor, query: torch.Tensor, encoder_states: torch.Tensor,
                    encoder_padding_mask: Optional[torch.Tensor], padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """A fairseq ``TransformerDecoderLayer`` at the query positions only: ``query`` ``(Q, B, C)``
     attends to every unpadded position of ``states`` ``(T, B, C)`` (the queries are each row's last
     position, so the causal mask hides nothing the padding mask does not)."""
-    residual = query
-    keys = states
-    if layer.normalize_before:
-        query, keys = layer.self_attn_layer_norm(query), layer.self_attn_layer_norm(states)
-    x, _ = layer.self_attn(query=query, key=keys, value=keys, key_padding_mask=padding_mask, need_weights=False)
-    x = layer.residual_connection(layer.dropout_module(x), residual)
-    if not layer.normalize_before:
-        x = layer.self_attn_layer_norm(x)
-
-    residual = x
-    if layer.normalize_before:
-        x = layer.encoder_attn_layer_norm(x)
-    x, _ = layer.encoder_attn(query=x, key=encoder_states, value=encoder_states,
-                              key_padding_mask=encoder_padding_mask, static_kv=True, need_weights=False)
-    x = layer.residual_connection(layer.dropout_module(x), residual)
-    if not layer.normalize_before:
-        x = layer.encoder_attn_layer_norm(x)
-
-    residual = x
-    if layer.normalize_before:
-        x = layer.final_layer_norm(x)
-    x = layer.activation_dropout_module(layer.activation_fn(layer.fc1(x)))
-    x = layer.residual_connection(layer.dropout_module(layer.fc2(x)), residual)
-    if not layer.normalize_before:
-        x = layer.final_layer_norm(x)
-    return x
+    # pre-norm normalizes the keys as fairseq does (it normalizes the whole sequence before attending)
+    keys = layer.self_attn_layer_norm(states) if layer.normalize_before else states
+    x = _sublayer(layer, layer.self_attn_layer_norm, query, lambda q: layer.self_attn(
+        query=q, key=keys, value=keys, key_padding_mask=padding_mask, need_weights=False)[0])
+    x = _sublayer(layer, layer.encoder_attn_layer_norm, x, lambda q: layer.encoder_attn(
+        query=q, key=encoder_states, value=encoder_states, key_padding_mask=encoder_padding_mask,
+        static_kv=True, need_weights=False)[0])
+    return _sublayer(layer, layer.final_layer_norm, x,
+                     lambda h: layer.fc2(layer.activation_dropout_module(layer.activation_fn(layer.fc1(h)))))
 
 
 def decoder_eos_logits(model, src_tokens: torch.Tensor, src_lengths: torch.Tensor, prev_output_tokens: torch.Tensor,
