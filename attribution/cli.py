@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--joint-copies", action=argparse.BooleanOptionalAction, default=True,
                    help="edit_occlusion and edit_gradient: also delete each group of repeated terminal heteroatoms (two chlorines, "
                         "a CF3's fluorines) at once and share the joint drop among them (default: on)")
+    p.add_argument("--branch-fill", action=argparse.BooleanOptionalAction, default=True,
+                   help="edit_occlusion and edit_gradient: score each atom without an edit that is not in a ring (the "
+                        "carbonyl carbon of an amide) by the sum of its edited neighbours' scores (default: on)")
     p.add_argument("--n-samples", type=int, default=25, help="shapley: random permutations (default 25)")
     p.add_argument("--estimator", default="sampling", choices=ESTIMATORS,
                    help="shapley: Captum ShapleyValueSampling (default) or FeatureAblation")
@@ -176,7 +179,7 @@ def _attribute(args) -> int:
                   estimator=args.estimator, features=args.features, attached=args.attached,
                   occlude_decoder=args.occlude_decoder, seed=args.seed, nt_samples=args.nt_samples,
                   nt_stdev=args.nt_stdev, environment_radius=args.environment_radius, alpha=args.alpha,
-                  joint_copies=args.joint_copies)
+                  joint_copies=args.joint_copies, branch_fill=args.branch_fill)
     if args.neuron is not None:
         attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision,
                                        device=args.device)

@@ -250,11 +250,14 @@ METHOD_TEXT = {
                "token scores mapped to atoms through the tokenizer's atom alignment",
     "edit_occlusion": "Edit occlusion: an atom's score is the drop in the output when the atom is edited out of "
                       "the molecule (a terminal atom deleted, a heteroatom made carbon, a chain carbon cut out; "
-                      "ring and branch carbons score 0; repeated terminal heteroatoms such as two chlorines also "
-                      "deleted together, sharing the joint drop)",
+                      "repeated terminal heteroatoms such as two chlorines also deleted together, sharing the joint "
+                      "drop; a branch carbon outside rings, which has no edit, scores the sum of its edited "
+                      "neighbours by default, a ring carbon without an edit 0)",
     "edit_gradient": "Edit occlusion plus gradient: an atom's score is the drop in the output when the atom is "
-                     "edited out of the molecule, plus its gradient x input at the encoder's input token embeddings "
-                     "(taken part of the way from a zero baseline, halfway by default; token scores mapped to atoms)",
+                     "edited out of the molecule (a branch carbon outside rings, which has no edit, the sum of its "
+                     "edited neighbours' drops by default), plus its gradient x input at the encoder's input token "
+                     "embeddings (taken part of the way from a zero baseline, halfway by default; token scores "
+                     "mapped to atoms)",
 }
 
 

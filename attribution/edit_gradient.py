@@ -10,6 +10,10 @@ method adds the two, in the same units (the attributed output, a logit by defaul
 
     score[a] = edit_drop[a] + gxi[a]          (atom index space; gxi mapped from tokens to atoms)
 
+where ``edit_drop`` is edit occlusion's atom score: with ``branch_fill`` (the default) a branch atom
+outside rings, which has no edit, carries the sum of its edited neighbours' drops
+(:func:`.edit_occlusion.fill_branches`).
+
 The token table is the sum of the two token tables (an atom token carries its edit drop, every
 token its gradient score).  Not additive, like both parts.  Cost: edit occlusion's forward passes
 plus one forward and backward pass per batch of molecules for the gradient (the outputs come from
@@ -46,12 +50,15 @@ def add_scores(mol: Molecule, edits: MethodScores, grads: MethodScores) -> Metho
 
 def edit_gradient(edit_model: ScoreModel, gradient_model: ScoreModel, molecules: Sequence[Molecule], *,
                   encode: Callable[[str], tuple[int, ...]], batch_size: int, gradient_batch_size: int,
-                  joint_copies: bool = True, alpha: float, replace_specials: bool = False) -> list[MethodScores]:
-    """Edit occlusion (``edit_model``, no gradients) plus gradient x input from a zero baseline at
-    ``alpha`` (``gradient_model``) for each molecule, in input order (module docstring).
+                  joint_copies: bool = True, branch_fill: bool = True, alpha: float,
+                  replace_specials: bool = False) -> list[MethodScores]:
+    """Edit occlusion (``edit_model``, no gradients; ``joint_copies`` and ``branch_fill`` as there)
+    plus gradient x input from a zero baseline at ``alpha`` (``gradient_model``) for each molecule,
+    in input order (module docstring).
     ``batch_size``: sequences per edit-occlusion pass; ``gradient_batch_size``: molecules per
     gradient pass."""
-    edits = edit_occlusion(edit_model, molecules, encode=encode, batch_size=batch_size, joint_copies=joint_copies)
+    edits = edit_occlusion(edit_model, molecules, encode=encode, batch_size=batch_size, joint_copies=joint_copies,
+                           branch_fill=branch_fill)
     grads = gradient_x_input(gradient_model, molecules, baseline_id=None, batch_size=gradient_batch_size,
                              replace_specials=replace_specials, alpha=alpha, outputs=False)
     return [add_scores(mol, e, g) for mol, e, g in zip(molecules, edits, grads)]

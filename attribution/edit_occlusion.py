@@ -31,6 +31,17 @@ to carry the signal, so each alone scores near zero although together they decid
 
 so the group's scores add up to its joint drop.  It costs one more forward pass per group.
 
+**Branch fill** (``branch_fill=True``; the default of :class:`~.attributor.Attributor`).  An atom without an edit that is not in a ring is a branch
+point: the carbonyl carbon of an amide, ester or urea, the central carbon of a CF3 or of a
+tert-butyl.  Its groups hang on it, so it is scored by what they are worth: the sum of the scores
+of its heavy neighbours that have an edit (after the joint copies above)::
+
+    score[b] = sum(score[n] for n in neighbours(b) if n has an edit)      b: a branch atom without an edit
+
+(:func:`fill_branches`).  No forward pass of its own, and an estimate, not a measured drop: the
+molecule without ``b`` is not a molecule.  Ring atoms without an edit keep 0 (a ring carbon
+bearing a halogen is not part of the halide).
+
 The edited molecules are read as the model reads any input (canonical SMILES for a canonical
 model), so their atom numbering never matters.  There is no single baseline molecule: ``baseline_output`` is set to
 ``output``, so ``delta`` is the sum of the scores.  Not additive.  In the token table an atom token
@@ -57,7 +68,7 @@ from bartsmiles.errors import BartSmilesError
 from .inputs import Molecule, ScoreModel, length_batches, make_batch
 from .result import MethodScores, atom_method_scores
 
-__all__ = ["remove_atom", "remove_atoms", "repeated_terminal_groups", "edit_occlusion"]
+__all__ = ["remove_atom", "remove_atoms", "repeated_terminal_groups", "fill_branches", "edit_occlusion"]
 
 
 def _smiles(mol: Optional[Chem.Mol]) -> Optional[str]:
@@ -133,6 +144,29 @@ def remove_atom(mol: Chem.Mol, index: int) -> Optional[str]:
     return None
 
 
+def fill_branches(mol: Chem.Mol, scores: Sequence[float], edited: Sequence[bool]) -> np.ndarray:
+    """``scores`` (atom index space) with each atom that has no edit (``edited[a]`` false) and is not
+    in a ring set to the sum of the scores of its heavy neighbours that have one (module docstring,
+    *branch fill*); the other atoms keep theirs.  A new array; ``scores`` is not changed.
+
+    Raises :class:`TypeError` for a non-``Mol`` and :class:`ValueError` when ``scores`` or
+    ``edited`` does not have one entry per atom of ``mol``.
+    """
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"mol must be an RDKit Mol, got {type(mol).__name__}")
+    n = mol.GetNumAtoms()
+    values = np.asarray(scores, dtype=np.float64)
+    if values.shape != (n,) or len(edited) != n:
+        raise ValueError(f"scores and edited need one entry per atom ({n}); got {values.shape} and {len(edited)}")
+    out = values.copy()
+    for atom in mol.GetAtoms():
+        a = atom.GetIdx()
+        if edited[a] or atom.IsInRing():
+            continue
+        out[a] = sum(values[b.GetIdx()] for b in atom.GetNeighbors() if edited[b.GetIdx()])
+    return out
+
+
 def _forward(model: ScoreModel, sequences: Sequence[Sequence[int]], batch_size: int) -> np.ndarray:
     """``F`` of each id sequence (position space), without gradients, in length-sorted batches.
 
@@ -147,18 +181,20 @@ def _forward(model: ScoreModel, sequences: Sequence[Sequence[int]], batch_size: 
 
 def edit_occlusion(model: ScoreModel, molecules: Sequence[Molecule], *,
                    encode: Callable[[str], Sequence[int]], batch_size: int,
-                   joint_copies: bool = True) -> list[MethodScores]:
+                   joint_copies: bool = True, branch_fill: bool = True) -> list[MethodScores]:
     """Edit-occlusion scores (atom index space) for each molecule, in input order (module docstring).
 
     ``encode``: the attributor's own SMILES -> ids encoder (:func:`.inputs.encode_smiles`), applied
     to the edited molecules; an edited molecule it rejects scores 0 like an atom without an edit
     (and a group of repeated copies it rejects keeps its single scores).  ``joint_copies``: also delete each group
     of repeated terminal heteroatoms at once and share the joint drop (module docstring).
+    ``branch_fill``: score each branch atom without an edit by its edited neighbours
+    (:func:`fill_branches`).
     """
     edits: list[tuple[int, tuple[int, ...], str]] = []  # (molecule, atoms, edited SMILES): one atom or a group
-    for m, mol in enumerate(molecules):
-        rd = parse_smiles(mol.smiles)
-        edits += [(m, (a,), s) for a in range(mol.n_atoms) if (s := remove_atom(rd, a)) is not None]
+    parsed = [parse_smiles(mol.smiles) for mol in molecules]
+    for m, rd in enumerate(parsed):
+        edits += [(m, (a,), s) for a in range(rd.GetNumAtoms()) if (s := remove_atom(rd, a)) is not None]
         if joint_copies:
             edits += [(m, tuple(g), s) for g in repeated_terminal_groups(rd) if (s := remove_atoms(rd, g)) is not None]
     encoded: dict[str, Sequence[int]] = {}
@@ -180,5 +216,11 @@ def edit_occlusion(model: ScoreModel, molecules: Sequence[Molecule], *,
         if len(group) > 1:
             index = list(group)
             atoms[m][index] += ((outputs[m] - edited[smiles]) - atoms[m][index].sum()) / len(index)
+    if branch_fill:
+        has_edit = [np.zeros(mol.n_atoms, dtype=bool) for mol in molecules]
+        for m, group, _ in kept:
+            if len(group) == 1:
+                has_edit[m][group[0]] = True
+        atoms = [fill_branches(rd, a, e) for rd, a, e in zip(parsed, atoms, has_edit)]
     return [atom_method_scores(mol.alignment, atoms[m], output=outputs[m], baseline_output=outputs[m])
             for m, mol in enumerate(molecules)]

@@ -121,6 +121,19 @@ the user-default set::
 
 and with ``--methods edit_gradient_bf16_env,ecfp_rf`` on the two encoder-head sets.
 
+Session 13 (an Intel Xeon; the caches of earlier sessions were not on the machine) trained the
+user-default set again, seeds 0-2 (the same models: edit occlusion, ``edit_gradient`` and the map
+gave session 12's means), two processes of one thread split by ``--tasks``, and scored branch fill
+(``*_fill*``, then made the default); the last run, all cached, wrote the table::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 \
+        --methods edit_gradient_bf16_env,edit_occlusion_bf16_env,edit_occlusion_fill_bf16_env,edit_gradient_fill_bf16_env,ecfp_rf \
+        --work-dir runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults_s13
+
+and the 3-epoch set (this script's defaults) the same way, as a second held-out check
+(``--work-dir runs/attribution_gt --out benchmarks/results/attribution_groundtruth_s13_3epochs``).
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -188,6 +201,8 @@ TASKS = [
 #: (attribution/edit_occlusion.py; ``*_single*`` without deleting repeated copies together, as
 #: before they were; ``*_bf16*`` with the model's matrix products in bfloat16, ``precision="bf16"``);
 #: ``edit_gradient*`` add the two, edit occlusion and the gradient at 0.5 (attribution/edit_gradient.py);
+#: ``*_fill*`` with ``branch_fill`` (the default since session 13; the other edit entries keep it off,
+#: as they were scored): a branch atom without an edit scores its edited neighbours' sum;
 #: ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
 #: was, until the two held-out sets of the module docstring were scored)
 METHODS = {
@@ -207,13 +222,15 @@ METHODS = {
     "occlusion_env": ("mask_occlusion", {"environment_radius": 2}),
     "gxi_mask_a05_env": ("gradient_x_input", {"baselines": "mask", "alpha": 0.5, "environment_radius": 2}),
     "gxi_pad_a05_env": ("gradient_x_input", {"baselines": "pad", "alpha": 0.5, "environment_radius": 2}),
-    "edit_occlusion": ("edit_occlusion", {"environment_radius": 0}),
-    "edit_occlusion_env": ("edit_occlusion", {"environment_radius": 2}),
-    "edit_occlusion_single": ("edit_occlusion", {"joint_copies": False, "environment_radius": 0}),
-    "edit_occlusion_single_env": ("edit_occlusion", {"joint_copies": False, "environment_radius": 2}),
-    "edit_occlusion_bf16_env": ("edit_occlusion", {"precision": "bf16", "environment_radius": 2}),
-    "edit_gradient_env": ("edit_gradient", {"environment_radius": 2}),
-    "edit_gradient_bf16_env": ("edit_gradient", {"precision": "bf16", "environment_radius": 2}),
+    "edit_occlusion": ("edit_occlusion", {"branch_fill": False, "environment_radius": 0}),
+    "edit_occlusion_env": ("edit_occlusion", {"branch_fill": False, "environment_radius": 2}),
+    "edit_occlusion_single": ("edit_occlusion", {"joint_copies": False, "branch_fill": False, "environment_radius": 0}),
+    "edit_occlusion_single_env": ("edit_occlusion", {"joint_copies": False, "branch_fill": False, "environment_radius": 2}),
+    "edit_occlusion_bf16_env": ("edit_occlusion", {"precision": "bf16", "branch_fill": False, "environment_radius": 2}),
+    "edit_gradient_env": ("edit_gradient", {"branch_fill": False, "environment_radius": 2}),
+    "edit_gradient_bf16_env": ("edit_gradient", {"precision": "bf16", "branch_fill": False, "environment_radius": 2}),
+    "edit_occlusion_fill_bf16_env": ("edit_occlusion", {"precision": "bf16", "branch_fill": True, "environment_radius": 2}),
+    "edit_gradient_fill_bf16_env": ("edit_gradient", {"precision": "bf16", "branch_fill": True, "environment_radius": 2}),
 }
 REFERENCES = ("ecfp_rf", "random")
 #: not an attribution: does breaking the deciding group flip the model's and the forest's prediction?

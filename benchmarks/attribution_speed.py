@@ -41,6 +41,13 @@ model instead of the bfloat16 copy, compared in ``attribution_speed_2cores_s11_a
     .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs gradient_x_input,gradient_x_input_full_decoder,gradient_x_input_bf16,edit_occlusion,edit_occlusion_full_decoder,edit_occlusion_fp32,edit_occlusion_single,ecfp_rf \
         --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s11
 
+Session 13 (``benchmarks/results/attribution_speed_2cores_s13/``; an Intel Xeon, 2 cores, the
+training jobs paused): branch fill against none, when the edit methods did not yet fill by default
+(so ``edit_occlusion`` and ``edit_gradient`` there ran without it; ``*_nofill`` name that now)::
+
+    .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs edit_gradient,edit_occlusion,edit_occlusion_fill,edit_gradient_fill,ecfp_rf \
+        --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s13
+
 ``--device cuda`` fine-tunes and attributes on a GPU (``scripts/device/attribution.sh`` runs it there).
 
 On an oversubscribed machine two torch threads are slower than one (every parallel region
@@ -103,6 +110,10 @@ RUNS = [
     ("edit_occlusion_autocast", "edit_occlusion", {"bf16_copy": False}),
     ("edit_gradient", "edit_gradient", {}),
     ("edit_gradient_fp32", "edit_gradient", {"precision": "fp32"}),
+    ("edit_occlusion_fill", "edit_occlusion", {"branch_fill": True}),
+    ("edit_gradient_fill", "edit_gradient", {"branch_fill": True}),
+    ("edit_occlusion_nofill", "edit_occlusion", {"branch_fill": False}),
+    ("edit_gradient_nofill", "edit_gradient", {"branch_fill": False}),
     ("gradient_x_input_full_decoder", "gradient_x_input", {"eos_only": False}),
     ("shapley", "shapley", {"n_samples": 10}),
     ("shapley_atoms", "shapley", {"n_samples": 10, "features": "atoms"}),

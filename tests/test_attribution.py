@@ -602,7 +602,7 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
             ("shapley", ["--n-samples", "2", "--features", "atoms", "--no-images"]),
             ("ig", ["--ig-method", "riemann_trapezoid", "--no-images"]),
             ("edit_gradient", ["--no-images", "--alpha", "0.75"]),
-            ("edit_occlusion", ["--no-images", "--no-joint-copies"]))
+            ("edit_occlusion", ["--no-images", "--no-joint-copies", "--no-branch-fill"]))
     for method, extra in runs:
         out = tmp_path / method
         assert main([str(checkpoint), "O=[N+]([O-])c1ccccc1", "CCO", "--method", method, *extra, "--n-steps", "8",
@@ -613,9 +613,9 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
         assert len(data["molecules"][0]["atom_scores"]) == 9
         assert data["method"] == method and data["precision"] in ("fp32", "bf16")  # the one in use
         assert data["device"] == "cpu"
-    assert data["molecules"][0]["method"] == "atom edit"  # --no-joint-copies reached the method
+    assert data["molecules"][0]["method"] == "atom edit"  # --no-joint-copies and --no-branch-fill reached the method
     edit_gradient = json.loads((tmp_path / "edit_gradient" / "attributions.json").read_text())
-    assert edit_gradient["molecules"][0]["method"] == "atom edit+joint copies + gradient at alpha=0.75"
+    assert edit_gradient["molecules"][0]["method"] == "atom edit+joint copies+branch fill + gradient at alpha=0.75"
     page = (tmp_path / "mask_occlusion" / "report.html").read_text()
     assert "Mask occlusion" in page and "not additive" in page and "above tolerance" not in page
     capsys.readouterr()
@@ -930,7 +930,7 @@ def test_edit_occlusion_scores_are_output_drops_by_hand(predictor):
 
     attributor = Attributor(predictor, method="edit_occlusion")
     smiles = "O=[N+]([O-])c1ccc(Cl)cc1"
-    [a] = attributor.attribute(smiles, joint_copies=False)
+    [a] = attributor.attribute(smiles, joint_copies=False, branch_fill=False)
     mol = parse_smiles(a.smiles)
     edited = [remove_atom(mol, i) for i in range(mol.GetNumAtoms())]
     outputs = attributor.predict_outputs([a.smiles] + [e for e in edited if e])[:, 0]
@@ -1010,8 +1010,8 @@ def test_edit_occlusion_joint_copies_by_hand(predictor):
 
     attributor = Attributor(predictor, method="edit_occlusion")
     smiles = "Clc1ccc(Cl)cc1C#N"
-    [single] = attributor.attribute(smiles, joint_copies=False)
-    [joint] = attributor.attribute(smiles)
+    [single] = attributor.attribute(smiles, joint_copies=False, branch_fill=False)
+    [joint] = attributor.attribute(smiles, branch_fill=False)
     mol = parse_smiles(joint.smiles)
     chlorines = [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "Cl"]
     assert len(chlorines) == 2 and joint.method == "atom edit+joint copies" and single.method == "atom edit"
@@ -1023,6 +1023,44 @@ def test_edit_occlusion_joint_copies_by_hand(predictor):
     assert joint.atom_scores[chlorines].sum() == pytest.approx(outputs[0] - outputs[1], abs=1e-4)
     others = [i for i in range(mol.GetNumAtoms()) if i not in chlorines]
     np.testing.assert_allclose(joint.atom_scores[others], single.atom_scores[others], atol=1e-6)
+
+
+def test_fill_branches_sums_edited_neighbours_outside_rings():
+    """A branch atom without an edit (the amide's carbonyl carbon) gets the sum of its edited heavy
+    neighbours' scores; a ring atom without an edit keeps its own; edited atoms keep theirs."""
+    from bartsmiles.attribution.edit_occlusion import fill_branches
+
+    mol = Chem.MolFromSmiles("CC(=O)Nc1ccccc1")  # C0 C1(=O2) N3 c4..c9
+    scores = np.array([0.5, 0.0, 2.0, 3.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0])
+    edited = [True, False, True, True, False, True, False, False, False, False]
+    filled = fill_branches(mol, scores, edited)
+    np.testing.assert_allclose(filled, [0.5, 5.5, 2.0, 3.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0])
+    assert scores[1] == 0.0  # a new array
+    with pytest.raises(ValueError, match="one entry per atom"):
+        fill_branches(mol, scores[:-1], edited)
+    with pytest.raises(TypeError, match="RDKit Mol"):
+        fill_branches("CC", scores, edited)
+
+
+def test_edit_occlusion_branch_fill(predictor):
+    """branch_fill (the default): the branch carbon of an amide (no edit, not in a ring) scores the
+    sum of its edited neighbours; every other atom keeps edit occlusion's own score."""
+    from bartsmiles.attribution.edit_occlusion import remove_atom
+
+    attributor = Attributor(predictor, method="edit_occlusion")
+    [plain] = attributor.attribute("CC(C)C(=O)Nc1ccccc1", branch_fill=False)
+    [filled] = attributor.attribute("CC(C)C(=O)Nc1ccccc1")
+    mol = parse_smiles(filled.smiles)
+    edited = [remove_atom(mol, i) is not None for i in range(mol.GetNumAtoms())]
+    branch = [a.GetIdx() for a in mol.GetAtoms() if not edited[a.GetIdx()] and not a.IsInRing()]
+    assert len(branch) == 2 and filled.method == "atom edit+joint copies+branch fill"
+    assert plain.method == "atom edit+joint copies"
+    for b in branch:
+        neighbours = [n.GetIdx() for n in mol.GetAtomWithIdx(b).GetNeighbors() if edited[n.GetIdx()]]
+        assert plain.atom_scores[b] == 0.0
+        assert filled.atom_scores[b] == pytest.approx(plain.atom_scores[neighbours].sum())
+    others = [i for i in range(mol.GetNumAtoms()) if i not in branch]
+    np.testing.assert_allclose(filled.atom_scores[others], plain.atom_scores[others])
 
 
 def test_gradient_taken_part_of_the_way_along_the_path(predictor):
@@ -1096,7 +1134,7 @@ def test_edit_gradient_is_edit_occlusion_plus_the_gradient(predictor):
             np.testing.assert_allclose(a.atom_scores, e.atom_scores + g.atom_scores, atol=1e-6)
             np.testing.assert_allclose(a.token_scores, e.token_scores + g.token_scores, atol=1e-6)
             assert a.output == e.output and a.baseline_output == e.output
-            assert a.method == f"atom edit{'+joint copies' if joint else ''} + gradient at alpha={alpha:g}"
+            assert a.method == f"atom edit{'+joint copies' if joint else ''}+branch fill + gradient at alpha={alpha:g}"
     attributor = Attributor(predictor, method="gradient_x_input", precision="fp32")
     model = attributor._score_model(0)
     molecules = attributor.prepare(PROBES)
