@@ -82,7 +82,7 @@ METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusio
 #: the sum found the deciding atoms best (mean atom ROC-AUC 0.969 against 0.950 for edit occlusion
 #: and 0.831 for the gradient, three seeds), and it was first on every decoder-head set.  Since
 #: session 13 both edit methods fill branch atoms by default (``branch_fill``), which lifted the sum
-#: to 0.973 on those models and above the map on the AND rule.  The pooled
+#: to 0.972 on those models (0.960 against 0.952 on 3-epoch models) and above the map on AND.  The pooled
 #: encoder: gradient x input at ``alpha=0.5`` (zero baseline), better there (0.961 and 0.968 against
 #: 0.943 and 0.959 for edit occlusion) and cheaper.  A :class:`NeuronAttributor` reads the encoder,
 #: so it takes the encoder's default.
@@ -492,8 +492,9 @@ class Attributor(_Base):
         heteroatoms (two chlorines, a CF3's fluorines) at once and share the joint drop among them
         (default ``True``; :mod:`.edit_occlusion`); ``branch_fill`` -- score each atom without an
         edit that is not in a ring (the carbonyl carbon of an amide) by the sum of its edited
-        neighbours' scores (default ``True``; :func:`.edit_occlusion.fill_branches`).  ``edit_gradient``: ``joint_copies``, ``branch_fill`` and
-        ``alpha`` (its gradient is always from a zero baseline).
+        neighbours' scores (default ``True``; :func:`.edit_occlusion.fill_branches`).
+        ``edit_gradient``: ``joint_copies``, ``branch_fill`` and ``alpha`` (its gradient is always
+        from a zero baseline).
 
         Every method: ``environment_radius`` (default :data:`~.environment.DEFAULT_ENVIRONMENT_RADIUS`,
         2) -- ``Attribution.environment_scores`` is each atom's score plus ``1/d`` times the mean

@@ -31,15 +31,15 @@ to carry the signal, so each alone scores near zero although together they decid
 
 so the group's scores add up to its joint drop.  It costs one more forward pass per group.
 
-**Branch fill** (``branch_fill=True``; the default of :class:`~.attributor.Attributor`).  An atom without an edit that is not in a ring is a branch
-point: the carbonyl carbon of an amide, ester or urea, the central carbon of a CF3 or of a
-tert-butyl.  Its groups hang on it, so it is scored by what they are worth: the sum of the scores
+**Branch fill** (``branch_fill=True``, the default).  An atom without an edit that is not in a
+ring is a branch point: the carbonyl carbon of an amide, ester or urea, the central carbon of a
+CF3 or of a tert-butyl.  Its groups hang on it, so it is scored by what they are worth: the sum of the scores
 of its heavy neighbours that have an edit (after the joint copies above)::
 
     score[b] = sum(score[n] for n in neighbours(b) if n has an edit)      b: a branch atom without an edit
 
-(:func:`fill_branches`).  No forward pass of its own, and an estimate, not a measured drop: the
-molecule without ``b`` is not a molecule.  Ring atoms without an edit keep 0 (a ring carbon
+(:func:`fill_branches`).  No forward pass of its own, and an estimate, not a measured drop:
+deleting ``b`` would break the molecule apart.  Ring atoms without an edit keep 0 (a ring carbon
 bearing a halogen is not part of the halide).
 
 The edited molecules are read as the model reads any input (canonical SMILES for a canonical
