@@ -154,6 +154,9 @@ def _check_options(method: str, opts: RunOptions) -> None:
         raise AttributionError(f"on_delta must be 'warn', 'raise' or 'ignore', got {opts.on_delta!r}")
     if opts.batch_size < 1:
         raise AttributionError(f"batch_size must be >= 1, got {opts.batch_size}")
+    for name in ("joint_copies", "branch_fill"):  # a string such as "no" would silently count as on
+        if not isinstance(getattr(opts, name), (bool, np.bool_)):
+            raise AttributionError(f"{name} must be True or False, got {getattr(opts, name)!r}")
     try:
         check_radius(opts.environment_radius)
         if method in ("gradient_x_input", "edit_gradient"):

@@ -132,7 +132,8 @@ gave session 12's means), two processes of one thread split by ``--tasks``, and 
         --work-dir runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults_s13
 
 and the 3-epoch set (this script's defaults) the same way, as a second held-out check
-(``--work-dir runs/attribution_gt --out benchmarks/results/attribution_groundtruth_s13_3epochs``), and the 1,200-molecule randomized-SMILES set from scratch (``--n-train 1200
+(``--work-dir runs/attribution_gt --out benchmarks/results/attribution_groundtruth_s13_3epochs``),
+and the 1,200-molecule randomized-SMILES set from scratch (``--n-train 1200
 --randomize-smiles 0.5 --methods edit_gradient_bf16_env,edit_gradient_fill_bf16_env,edit_occlusion_fill_bf16_env,ecfp_rf
 --work-dir runs/attribution_gt_n1200_rand05 --out
 benchmarks/results/attribution_groundtruth_n1200_randomized_smiles_s13``).

@@ -589,6 +589,10 @@ def test_bad_methods_and_options(checkpoint, predictor):
         shap.attribute("CCO", n_samples=0)
     with pytest.raises(AttributionError, match="batch_size must be >= 1"):
         shap.attribute("CCO", batch_size=0)
+    with pytest.raises(AttributionError, match="branch_fill must be True or False, got 'no'"):
+        Attributor(predictor, method="edit_occlusion").attribute("CCO", branch_fill="no")
+    with pytest.raises(AttributionError, match="joint_copies must be True or False"):
+        Attributor(predictor, method="edit_gradient").attribute("CCO", joint_copies=1)
     with pytest.raises(AttributionError, match="baselines must be one of"):
         Attributor(predictor, method="ig").attribute("CCO", baselines="zero", n_steps=2)
     with pytest.raises(InvalidSmilesError, match="index 1"):
