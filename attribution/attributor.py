@@ -53,13 +53,13 @@ from bartsmiles.core.chem import parse_smiles
 from bartsmiles.errors import AttributionError, ConvergenceError, ConvergenceWarning, TargetError
 from bartsmiles.model.device import resolve_device
 from bartsmiles.model.eos_forward import decoder_eos_logits, eos_only_supported
-from bartsmiles.model.precision import bf16_copy, bf16_inference, torch_gelu
+from bartsmiles.model.precision import bf16_copy, bf16_inference, int8_copy, torch_gelu
 from bartsmiles.tasks.property_criterion import to_predictions
 
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius, environment_scores
 from .gradient_x_input import DEFAULT_ALPHA, check_alpha, gradient_x_input
 from .inputs import (Molecule, ScoreModel, baseline_token_id, encode_smiles, length_batches, load_model, make_batch,
-                     native_bf16, prepare_molecules)
+                     native_bf16, native_int8, prepare_molecules)
 from .integrated_gradients import integrated_gradients
 from .mapping import map_token_scores, token_atom_matrix
 from .edit_gradient import edit_gradient
@@ -90,17 +90,22 @@ DEFAULT_METHODS = {"decoder_eos": "edit_gradient", "encoder_mean": "gradient_x_i
 #: the baseline token a method uses when ``baselines=None``
 DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "mask", "shapley": "mask",
                     "edit_occlusion": "edit", "edit_gradient": "edit"}
-#: the numeric precisions of the model's forward (and backward) pass; ``"auto"``: bf16 where the
-#: device multiplies it in hardware (:func:`.inputs.native_bf16`), else fp32
-PRECISIONS = ("fp32", "bf16", "auto")
+#: the numeric precisions of the model's forward (and backward) pass.  ``"int8"`` (:data:`FORWARD_ONLY`
+#: methods on a CPU only): the passes without gradients on an int8 copy of the model
+#: (:func:`bartsmiles.model.precision.int8_copy`), the passes with gradients in fp32.  ``"auto"``:
+#: int8 for :data:`FORWARD_ONLY` methods on a CPU (:func:`.inputs.native_int8`); else bf16 where the
+#: device multiplies it in hardware (:func:`.inputs.native_bf16`); else fp32
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
 #: ``precision=None``: the gradient methods stay in fp32 (bf16 gradients move the scores: README,
-#: Attribution); the forward-only edit occlusion runs in bf16 where that is native, about 1.7 times
-#: faster on 2 CPU cores with the same ground-truth AUCs (seed means within 0.0032)
+#: Attribution); edit occlusion and ``edit_gradient`` take ``"auto"``: on a CPU their edits in int8
+#: and their gradient in fp32, about 1.8 and 1.4 times as fast as in bf16 on 2 cores of an Intel
+#: Xeon, with the same ground-truth AUCs (README, Attribution); on a GPU, bf16
 DEFAULT_PRECISION = {"ig": "fp32", "gradient_x_input": "fp32", "mask_occlusion": "fp32", "shapley": "fp32",
                      "edit_occlusion": "auto", "edit_gradient": "auto"}
 #: the methods whose forward-only passes (for ``edit_gradient``, its edits; its gradient stays on the
-#: model, under autocast) run in bf16 on a bfloat16 copy of the model rather than under autocast
-#: (:func:`bartsmiles.model.precision.bf16_copy`: no casts between bf16 and float32 ops, a tenth faster)
+#: model, under autocast in bf16) run on a copy of the model in bf16 or int8 rather than under autocast
+#: (:func:`bartsmiles.model.precision.bf16_copy`: no casts between bf16 and float32 ops, a tenth
+#: faster; :func:`bartsmiles.model.precision.int8_copy`)
 FORWARD_ONLY = frozenset({"edit_occlusion", "edit_gradient"})
 #: ``batch_size=None``: molecules per IG batch; sequences per forward pass for the other methods
 DEFAULT_BATCH_SIZE = {"ig": 16, "gradient_x_input": 64, "mask_occlusion": 256, "shapley": 256, "edit_occlusion": 256,
@@ -245,9 +250,17 @@ class _Base:
         #: the method in use (``None`` resolved by what the model reads: :data:`DEFAULT_METHODS`)
         self.method = method if method is not None else default_method(self._reads())
         precision = DEFAULT_PRECISION[self.method] if precision is None else precision
-        #: the precision in use, ``"fp32"`` or ``"bf16"`` (``"auto"`` resolved for this device)
-        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16(self.device)) else "fp32"
-        self._bf16_model = None  # the bfloat16 copy that forward-only methods run in bf16 (_forward_only_model)
+        if precision == "int8" and self.method not in FORWARD_ONLY:
+            raise AttributionError(f"precision 'int8' is for the passes without gradients of "
+                                   f"{' and '.join(sorted(FORWARD_ONLY))}; {self.method!r} takes gradients")
+        if precision == "int8" and self.device.type != "cpu":
+            raise AttributionError(f"precision 'int8' runs on the CPU only; the model is on {self.device} (use bf16)")
+        int8 = precision == "int8" or (precision == "auto" and self.method in FORWARD_ONLY and native_int8(self.device))
+        bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
+        #: the precision in use, ``"fp32"``, ``"bf16"`` or ``"int8"`` (``"auto"`` resolved for this
+        #: device and method: :data:`PRECISIONS`)
+        self.precision = "int8" if int8 else "bf16" if bf16 else "fp32"
+        self._copy = None  # the bfloat16 or int8 copy that forward-only methods run (_forward_only_model)
 
     def _reads(self) -> str:
         """What the attributed quantity is read from, a key of :data:`DEFAULT_METHODS`."""
@@ -267,7 +280,8 @@ class _Base:
 
     def _precision(self):
         """bfloat16 autocast of the model's matrix products for ``precision="bf16"``
-        (:func:`bartsmiles.model.precision.bf16_inference`); a no-op for fp32."""
+        (:func:`bartsmiles.model.precision.bf16_inference`); a no-op for fp32 and int8 (whose
+        passes with gradients run in fp32)."""
         return bf16_inference(self.model, enabled=self.precision == "bf16")
 
     def _forward(self, emb, src, lengths, prev, model=None) -> torch.Tensor:  # pragma: no cover - overridden
@@ -275,13 +289,14 @@ class _Base:
 
     def _forward_only_model(self):
         """The model that edit occlusion (no gradients) and :meth:`predict_outputs` for it run: in
-        bf16, a bfloat16 copy of ``self.model`` (:func:`bartsmiles.model.precision.bf16_copy`, made
-        once); else, and for the gradient methods, ``self.model`` itself."""
-        if self.precision != "bf16" or self.method not in FORWARD_ONLY:
+        bf16, a bfloat16 copy of ``self.model`` (:func:`bartsmiles.model.precision.bf16_copy`); in
+        int8, an int8 copy (:func:`bartsmiles.model.precision.int8_copy`), each made once; else, and
+        for the gradient methods, ``self.model`` itself."""
+        if self.precision == "fp32" or self.method not in FORWARD_ONLY:
             return self.model
-        if self._bf16_model is None:
-            self._bf16_model = bf16_copy(self.model)
-        return self._bf16_model
+        if self._copy is None:
+            self._copy = bf16_copy(self.model) if self.precision == "bf16" else int8_copy(self.model)
+        return self._copy
 
     def _running(self, model):
         """The context ``model`` runs in: a bf16 copy as it is (torch's GELU swapped in), ``self.model``
@@ -396,9 +411,13 @@ class Attributor(_Base):
     under bfloat16 autocast (inputs, gradients and scores stay float32), 1.2 to 1.3 times faster on
     2 cores of a CPU with AVX512-BF16; for edit occlusion and the edits of ``edit_gradient``
     (:data:`FORWARD_ONLY`) a bfloat16 copy of
-    the model, about 1.5 times faster there; scores differ slightly (README, Attribution) -- or
-    ``"auto"``, bf16 where the device has it
-    in hardware (:func:`.inputs.native_bf16`); ``None``: the method's :data:`DEFAULT_PRECISION`.
+    the model, about 1.5 times faster on an AMD EPYC, no faster on an Intel Xeon; scores differ
+    slightly (README, Attribution) --, ``"int8"`` -- for :data:`FORWARD_ONLY` methods only, on a CPU
+    only: their passes without gradients on an int8 copy of the model, the gradient of
+    ``edit_gradient`` in fp32 -- or ``"auto"``: int8 for :data:`FORWARD_ONLY` methods on a CPU
+    (:func:`.inputs.native_int8`), else bf16 where the device has it in hardware
+    (:func:`.inputs.native_bf16`), else fp32
+    (:data:`PRECISIONS`); ``None``: the method's :data:`DEFAULT_PRECISION`.
     ``self.precision`` is the one in use.  ``device``: where the model runs (``"cpu"``, ``"cuda"``,
     ``"auto"``: :func:`bartsmiles.model.device.resolve_device`); ``None`` leaves it where it is (the
     CPU for a checkpoint path).  A model object passed in is moved, not copied.
@@ -445,7 +464,8 @@ class Attributor(_Base):
 
     def predict_outputs(self, smiles) -> np.ndarray:
         """``(n, n_outputs)`` of the attributed quantity (logits by default) for ``smiles``, computed
-        as the method computes it (in bf16, edit occlusion's bfloat16 copy of the model)."""
+        as the method computes it (in bf16, edit occlusion's bfloat16 copy of the model; in int8, its
+        int8 copy, whose outputs move by about 0.01 with the other sequences in a batch)."""
         molecules = self.prepare(smiles)
         out = np.zeros((len(molecules), self.n_outputs), dtype=np.float64)
         model = self._forward_only_model()

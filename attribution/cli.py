@@ -69,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{m} for {h}" for h, m in DEFAULT_METHODS.items())
                         + " and --neuron (chosen by the ground-truth benchmark: README, Attribution)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help="fp32, bf16 (autocast for the gradient methods, 1.2-1.3x faster on a CPU with AVX512-BF16; "
-                        "a bfloat16 copy of the model for edit_occlusion and the edits of edit_gradient, about 1.5x; slightly "
-                        "different scores) or auto (bf16 where the CPU or GPU has it in hardware); default: fp32, auto "
-                        "for edit_occlusion and edit_gradient")
+                   help="fp32, bf16 (autocast for the gradient methods; a bfloat16 copy of the model for "
+                        "edit_occlusion and the edits of edit_gradient), int8 (edit_occlusion and edit_gradient on a "
+                        "CPU: the edits on an int8 copy of the model, the gradient in fp32; the same ground-truth "
+                        "AUCs) or auto (int8 for those two on a CPU; else bf16 where the CPU or GPU has it in "
+                        "hardware); default: fp32, auto for edit_occlusion and edit_gradient")
     p.add_argument("--device", default="cpu",
                    help="where the model runs: cpu (default), cuda, cuda:N or auto (a GPU if there is one)")
     p.add_argument("--baseline", default=None, choices=("pad", "mask", "eos", "zero"),

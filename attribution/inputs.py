@@ -32,7 +32,7 @@ from bartsmiles.model.resolve import resolve_checkpoint
 
 __all__ = ["BASELINES", "LoadedModel", "Molecule", "ScoreModel", "TokenBatch", "load_model", "encode_smiles",
            "prepare_molecules", "baseline_token_id", "pad_sequences", "make_batch", "replaced_positions", "baseline_ids",
-           "sort_by_length", "TOKEN_BUDGET", "length_batches", "native_bf16"]
+           "sort_by_length", "TOKEN_BUDGET", "length_batches", "native_bf16", "native_int8"]
 
 #: the tokens a baseline (or an occlusion) may put in place of a molecule's tokens
 BASELINES = ("pad", "mask", "eos")
@@ -298,3 +298,10 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     return device.type == "cpu" and _cpu_has_bf16()
+
+
+def native_int8(device: torch.device) -> bool:
+    """Whether ``device`` runs dynamically quantized int8 layers, so that ``precision="auto"`` runs
+    the passes without gradients in int8 (:func:`bartsmiles.model.precision.int8_copy`): a CPU for
+    which torch has a quantized engine (fbgemm/x86 on x86 CPUs, qnnpack on ARM).  ``False`` on a GPU."""
+    return device.type == "cpu" and torch.backends.quantized.engine != "none"

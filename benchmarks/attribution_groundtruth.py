@@ -138,6 +138,20 @@ and the 1,200-molecule randomized-SMILES set from scratch (``--n-train 1200
 --work-dir runs/attribution_gt_n1200_rand05 --out
 benchmarks/results/attribution_groundtruth_n1200_randomized_smiles_s13``).
 
+Session 14 (the same Intel Xeon and caches) scored the edits in int8 (``*_int8_env``, then made
+the CPU default) beside their bf16 columns on the three cached sets, two processes of one thread
+split by ``--tasks``, then a last all-cached run per set, e.g. for the user-default set::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 \
+        --methods edit_gradient_fill_int8_env,edit_occlusion_fill_int8_env,edit_gradient_fill_bf16_env,edit_occlusion_fill_bf16_env,ecfp_rf \
+        --work-dir runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults_s14_int8
+
+and the same methods with ``--work-dir runs/attribution_gt --out
+benchmarks/results/attribution_groundtruth_s14_3epochs_int8`` and ``--n-train 1200
+--randomize-smiles 0.5 --work-dir runs/attribution_gt_n1200_rand05 --out
+benchmarks/results/attribution_groundtruth_n1200_randomized_smiles_s14_int8``.
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -207,6 +221,8 @@ TASKS = [
 #: ``edit_gradient*`` add the two, edit occlusion and the gradient at 0.5 (attribution/edit_gradient.py);
 #: ``*_fill*`` with ``branch_fill`` (the default since session 13; the other edit entries keep it off,
 #: as they were scored): a branch atom without an edit scores its edited neighbours' sum;
+#: ``*_int8*`` with the edits on an int8 copy of the model (``precision="int8"``, the CPU default of
+#: the edit methods since session 14; the gradient of ``edit_gradient`` as in ``*_bf16*``);
 #: ``gxi_a05_env`` is the default of ``Attributor`` (``gxi_a075_env``
 #: was, until the two held-out sets of the module docstring were scored)
 METHODS = {
@@ -235,6 +251,8 @@ METHODS = {
     "edit_gradient_bf16_env": ("edit_gradient", {"precision": "bf16", "branch_fill": False, "environment_radius": 2}),
     "edit_occlusion_fill_bf16_env": ("edit_occlusion", {"precision": "bf16", "branch_fill": True, "environment_radius": 2}),
     "edit_gradient_fill_bf16_env": ("edit_gradient", {"precision": "bf16", "branch_fill": True, "environment_radius": 2}),
+    "edit_occlusion_fill_int8_env": ("edit_occlusion", {"precision": "int8", "branch_fill": True, "environment_radius": 2}),
+    "edit_gradient_fill_int8_env": ("edit_gradient", {"precision": "int8", "branch_fill": True, "environment_radius": 2}),
 }
 REFERENCES = ("ecfp_rf", "random")
 #: not an attribution: does breaking the deciding group flip the model's and the forest's prediction?

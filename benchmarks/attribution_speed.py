@@ -48,6 +48,13 @@ training jobs paused): branch fill against none, when the edit methods did not y
     .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs edit_gradient,edit_occlusion,edit_occlusion_fill,edit_gradient_fill,ecfp_rf \
         --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s13
 
+Session 14 (``benchmarks/results/attribution_speed_2cores_s14_int8/``; the same Intel Xeon, nothing
+else running): the edit methods at their new CPU default, int8 edits and an fp32 gradient
+(``edit_gradient``, ``edit_occlusion``), against bf16 and fp32, and the gradient method in both::
+
+    .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs edit_gradient,edit_gradient_bf16,edit_gradient_fp32,edit_occlusion,edit_occlusion_bf16,gradient_x_input,gradient_x_input_bf16,ecfp_rf \
+        --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s14_int8
+
 ``--device cuda`` fine-tunes and attributes on a GPU (``scripts/device/attribution.sh`` runs it there).
 
 On an oversubscribed machine two torch threads are slower than one (every parallel region
@@ -110,6 +117,9 @@ RUNS = [
     ("edit_occlusion_autocast", "edit_occlusion", {"bf16_copy": False}),
     ("edit_gradient", "edit_gradient", {}),
     ("edit_gradient_fp32", "edit_gradient", {"precision": "fp32"}),
+    ("edit_gradient_bf16", "edit_gradient", {"precision": "bf16"}),
+    ("edit_gradient_int8", "edit_gradient", {"precision": "int8"}),
+    ("edit_occlusion_int8", "edit_occlusion", {"precision": "int8"}),
     ("edit_occlusion_fill", "edit_occlusion", {"branch_fill": True}),
     ("edit_gradient_fill", "edit_gradient", {"branch_fill": True}),
     ("edit_occlusion_nofill", "edit_occlusion", {"branch_fill": False}),

@@ -615,13 +615,22 @@ def test_cli_methods(checkpoint, tmp_path, capsys):
         assert summary["method"].tolist() == [method, method]
         data = json.loads((out / "attributions.json").read_text())
         assert len(data["molecules"][0]["atom_scores"]) == 9
-        assert data["method"] == method and data["precision"] in ("fp32", "bf16")  # the one in use
+        edits = method.startswith("edit_")  # the defaults on a CPU: int8 edits; gradient methods fp32
+        assert data["method"] == method and data["precision"] == ("int8" if edits else "fp32")  # the one in use
         assert data["device"] == "cpu"
     assert data["molecules"][0]["method"] == "atom edit"  # --no-joint-copies and --no-branch-fill reached the method
     edit_gradient = json.loads((tmp_path / "edit_gradient" / "attributions.json").read_text())
     assert edit_gradient["molecules"][0]["method"] == "atom edit+joint copies+branch fill + gradient at alpha=0.75"
     page = (tmp_path / "mask_occlusion" / "report.html").read_text()
     assert "Mask occlusion" in page and "not additive" in page and "above tolerance" not in page
+    out = tmp_path / "edit_fp32"
+    assert main([str(checkpoint), "CCO", "--method", "edit_occlusion", "--precision", "fp32", "--no-images",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "attributions.json").read_text())["precision"] == "fp32"
+    capsys.readouterr()
+    assert main([str(checkpoint), "CCO", "--method", "ig", "--precision", "int8", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "precision 'int8'" in err[0] and "'ig' takes gradients" in err[0]
     capsys.readouterr()
     bad = tmp_path / "bad"
     assert main([str(checkpoint), "CCO", "--method", "lime", "--out", str(bad)]) == 2
@@ -932,7 +941,8 @@ def test_edit_occlusion_scores_are_output_drops_by_hand(predictor):
     """An atom's score is F(molecule) - F(edited molecule); atoms without an edit score 0."""
     from bartsmiles.attribution.edit_occlusion import remove_atom
 
-    attributor = Attributor(predictor, method="edit_occlusion")
+    # fp32: int8 (the CPU default) scales each batch, and the drops here are recomputed in other batches
+    attributor = Attributor(predictor, method="edit_occlusion", precision="fp32")
     smiles = "O=[N+]([O-])c1ccc(Cl)cc1"
     [a] = attributor.attribute(smiles, joint_copies=False, branch_fill=False)
     mol = parse_smiles(a.smiles)
@@ -1012,7 +1022,8 @@ def test_edit_occlusion_joint_copies_by_hand(predictor):
     excess over the single drops; every other atom keeps its single drop."""
     from bartsmiles.attribution.edit_occlusion import remove_atom, remove_atoms
 
-    attributor = Attributor(predictor, method="edit_occlusion")
+    # fp32: int8 (the CPU default) scales each batch, and the drops here are recomputed in other batches
+    attributor = Attributor(predictor, method="edit_occlusion", precision="fp32")
     smiles = "Clc1ccc(Cl)cc1C#N"
     [single] = attributor.attribute(smiles, joint_copies=False, branch_fill=False)
     [joint] = attributor.attribute(smiles, branch_fill=False)
@@ -1117,7 +1128,7 @@ def test_bf16_precision_gives_nearly_the_fp32_scores(predictor):
         assert b.output == pytest.approx(a.output, abs=0.05 * max(1.0, abs(a.output)))
         assert np.corrcoef(a.atom_scores, b.atom_scores)[0, 1] > 0.9
         assert b.atom_scores.dtype == np.float64
-    with pytest.raises(AttributionError, match="precision must be one of fp32, bf16, auto"):
+    with pytest.raises(AttributionError, match="precision must be one of fp32, bf16, int8, auto"):
         Attributor(predictor, precision="fp16")
 
 
@@ -1175,6 +1186,63 @@ def test_edit_occlusion_in_bf16_runs_a_bf16_copy(predictor):
         assert np.abs(b.atom_scores - a.atom_scores).max() <= 0.05 * max(1.0, np.abs(a.atom_scores).max())
     outputs = bf16.predict_outputs([b.smiles for b in rounded])[:, 0]
     np.testing.assert_allclose(outputs, [b.output for b in rounded], atol=1e-6)
+
+
+def test_projections_as_layers_is_the_same_function(checkpoint):
+    """The path int8 needs (attention projections called as layers) computes fairseq's forward and
+    the eos-only forward to float rounding, rows of different lengths in one batch."""
+    from bartsmiles.attribution.inputs import make_batch
+    from bartsmiles.model.eos_forward import decoder_eos_logits
+    from bartsmiles.model.precision import projections_as_layers
+    from bartsmiles.model.predictor import PropertyPredictor
+
+    predictor = PropertyPredictor(checkpoint)
+    model = predictor.model.eval()
+    attributor = Attributor(predictor, method="edit_occlusion", precision="fp32")
+    batch = make_batch([m.ids for m in attributor.prepare(PROBES)], int(attributor.vocab.pad), attributor.device)
+    with torch.no_grad():
+        before = [decoder_eos_logits(model, batch.src, batch.lengths, batch.prev, attributor.head),
+                  model(batch.src, batch.lengths, batch.prev, features_only=True,
+                        classification_head_name=attributor.head)[0]]
+        assert projections_as_layers(model) is model
+        after = [decoder_eos_logits(model, batch.src, batch.lengths, batch.prev, attributor.head),
+                 model(batch.src, batch.lengths, batch.prev, features_only=True,
+                       classification_head_name=attributor.head)[0]]
+    for a, b in zip(before, after):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_edit_methods_in_int8_run_an_int8_copy(predictor):
+    """precision="int8": the edits run on a copy whose encoder and decoder linear layers are int8
+    (the model itself and its heads untouched), near fp32's scores; the gradient part of
+    edit_gradient is fp32's exactly; int8 is refused for a method with gradients."""
+    from bartsmiles.model.precision import int8_copy
+
+    fp32 = Attributor(predictor, method="edit_gradient", precision="fp32")
+    int8 = Attributor(predictor, method="edit_gradient", precision="int8")
+    assert int8.precision == "int8"
+    exact, quantized = fp32.attribute(PROBES), int8.attribute(PROBES)
+    edits = {name: Attributor(predictor, method="edit_occlusion", precision=name).attribute(PROBES)
+             for name in ("fp32", "int8")}
+    for a, b, ea, eb in zip(exact, quantized, edits["fp32"], edits["int8"]):  # the gradient part, in fp32 both times
+        np.testing.assert_allclose(b.atom_scores - eb.atom_scores, a.atom_scores - ea.atom_scores, atol=1e-5)
+    copy = int8._forward_only_model()
+    assert copy is int8._forward_only_model() and copy is not int8.model  # made once
+    kinds = {name: type(m).__module__ for name, m in copy.named_modules() if name.endswith(("fc1", "q_proj", "out_proj"))}
+    assert kinds and all(("quantized" in kind) != ("classification_heads" in name) for name, kind in kinds.items())
+    assert all(isinstance(m, torch.nn.Linear) for m in int8.model.modules() if type(m).__name__ == "Linear")
+    assert all(not m.skip_embed_dim_check for m in int8.model.modules() if hasattr(m, "skip_embed_dim_check"))
+    for a, b in zip(exact, quantized):
+        assert b.method == a.method
+        assert b.output == pytest.approx(a.output, abs=0.05 * max(1.0, abs(a.output)))
+        assert np.abs(b.atom_scores - a.atom_scores).max() <= 0.05 * max(1.0, np.abs(a.atom_scores).max())
+    again = int8.attribute(PROBES)  # the same batches: the same numbers
+    for a, b in zip(quantized, again):
+        np.testing.assert_array_equal(a.atom_scores, b.atom_scores)
+    with pytest.raises(AttributionError, match="'gradient_x_input' takes gradients"):
+        Attributor(predictor, method="gradient_x_input", precision="int8")
+    with pytest.raises(ValueError, match="CPU only"):
+        int8_copy(torch.nn.Linear(2, 2).to("meta"))
 
 
 def test_bf16_inference_swaps_fairseqs_gelu_only_inside(predictor):
@@ -1262,21 +1330,26 @@ def test_eos_only_forward_is_the_models_own_forward(checkpoint, pre_norm):
 
 def test_auto_precision_and_each_methods_default(predictor, monkeypatch):
     """precision=None is the method's DEFAULT_PRECISION: fp32 for the gradient methods, "auto" for
-    edit occlusion and edit_gradient; "auto" is bf16 exactly where the device has it in hardware (native_bf16)."""
+    edit occlusion and edit_gradient; "auto" is int8 for those two where the device runs it
+    (native_int8: a CPU), else bf16 exactly where the device has it in hardware (native_bf16)."""
     from bartsmiles.attribution import attributor as module
-    from bartsmiles.attribution.inputs import native_bf16
+    from bartsmiles.attribution.inputs import native_bf16, native_int8
 
     cpu = torch.device("cpu")
     assert isinstance(native_bf16(cpu), bool) and native_bf16(torch.device("meta")) is False
+    assert native_int8(cpu) is True and native_int8(torch.device("meta")) is False
     native = "bf16" if native_bf16(cpu) else "fp32"
     assert Attributor(predictor, method="gradient_x_input").precision == "fp32"
-    assert Attributor(predictor).precision == native  # the decoder head's default: edit_gradient
+    assert Attributor(predictor).precision == "int8"  # the decoder head's default, edit_gradient, on a CPU
+    assert Attributor(predictor, method="gradient_x_input", precision="auto").precision == native
     assert Attributor(predictor, method="edit_occlusion", precision="fp32").precision == "fp32"
-    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+    for has_int8, has_bf16, expected in ((True, True, "int8"), (True, False, "int8"), (False, True, "bf16"),
+                                         (False, False, "fp32")):
         monkeypatch.setattr(module, "native_bf16", lambda device, has=has_bf16: has)
+        monkeypatch.setattr(module, "native_int8", lambda device, has=has_int8: has)
         assert Attributor(predictor, precision="auto").precision == expected
         assert Attributor(predictor, method="edit_occlusion").precision == expected
-        assert Attributor(predictor, method="edit_gradient").precision == expected
+        assert Attributor(predictor, method="ig", precision="auto").precision == ("bf16" if has_bf16 else "fp32")
         assert Attributor(predictor, precision="bf16").precision == "bf16"  # asked for: emulated if need be
     assert set(module.DEFAULT_PRECISION) == set(module.METHODS)
 

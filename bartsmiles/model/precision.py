@@ -1,4 +1,4 @@
-"""Running a loaded fairseq BART in bfloat16 for inference and attribution.
+"""Running a loaded fairseq BART in bfloat16 or int8 for inference and attribution.
 
 :func:`bf16_inference` is ``torch.autocast`` to bfloat16 on the model's device, plus one fix:
 fairseq's GELU casts its input to float32 and back on every call (it was written for fp16
@@ -10,10 +10,17 @@ GELUs are the same computation, so a thread running the model in fp32 meanwhile 
 :func:`bf16_copy` is the other way, for forward passes without gradients: a copy of the model
 whose weights are all bfloat16, run inside :func:`torch_gelu` (the same GELU swap, without
 autocast), so that no op casts to float32 and back.
+
+:func:`int8_copy` is a third way for forward passes without gradients on a CPU: a float32 copy
+whose linear layers (the attention projections and the feed-forward blocks of every encoder and
+decoder layer) hold int8 weights and quantize their inputs on the fly, batch by batch (torch's
+dynamic quantization; int8 matrix products with VNNI where the CPU has it, AVX2 elsewhere).
+Embeddings, layer norms, softmax and the classification head stay float32.
 """
 from __future__ import annotations
 
 import copy
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -21,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from fairseq import utils as fairseq_utils
 
-__all__ = ["bf16_inference", "bf16_copy", "torch_gelu"]
+__all__ = ["bf16_inference", "bf16_copy", "int8_copy", "projections_as_layers", "torch_gelu"]
 
 #: the function fairseq layers hold as ``activation_fn`` for ``--activation-fn gelu``
 FAIRSEQ_GELU = fairseq_utils.get_activation_fn("gelu")
@@ -62,3 +69,42 @@ def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
     :func:`torch_gelu`, or fairseq's GELU computes in float32 and casts back.  ``model`` is not
     changed; the copy does not follow later changes to it."""
     return copy.deepcopy(model).to(torch.bfloat16).eval()
+
+
+def projections_as_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (changed in place and returned) with every fairseq attention module calling its
+    query, key, value and output projections as layers rather than handing their weights to
+    ``F.multi_head_attention_forward`` (:func:`int8_copy`): ``skip_embed_dim_check`` on, and
+    ``self_attention`` off, so that a self-attention projects the ``key`` and ``value`` it is given
+    (every fairseq layer and :mod:`.eos_forward` pass them).  The same function to float rounding."""
+    for module in model.modules():
+        if hasattr(module, "skip_embed_dim_check") and hasattr(module, "self_attention"):  # fairseq attention
+            module.skip_embed_dim_check = True
+            module.self_attention = False
+    return model
+
+
+def int8_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` in eval mode, for forward passes without gradients on a CPU, whose encoder
+    and decoder linear layers are dynamically quantized to int8 (module docstring); the classification
+    heads and the output projection stay float32.  ``model`` is not changed.
+
+    fairseq's attention normally hands its projection weights to
+    ``F.multi_head_attention_forward``, which cannot take quantized layers; in the copy every
+    attention module calls its projections as layers instead (:func:`projections_as_layers`).
+
+    Inputs are quantized per batch (one scale per tensor), so a sequence's output moves a little
+    with the other sequences in its batch: run twice in the same batches, the same numbers.
+
+    Raises :class:`ValueError` for a model on another device than the CPU (torch quantizes
+    dynamically on CPUs only)."""
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU only; the model is on {device}")
+    copied = projections_as_layers(copy.deepcopy(model).float().eval())
+    layers = {name for name, module in copied.named_modules()
+              if isinstance(module, torch.nn.Linear) and name.startswith(("encoder.layers.", "decoder.layers."))}
+    with warnings.catch_warnings():  # torch points torch.ao.quantization users at torchao; the pinned torch has it
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            copied, {name: torch.ao.quantization.default_dynamic_qconfig for name in layers}, dtype=torch.qint8)
