@@ -1250,12 +1250,12 @@ def test_bf16_inference_swaps_fairseqs_gelu_only_inside(predictor):
     which casts to fp32 and back; the model is left as found, after an error too."""
     import torch.nn.functional as F
 
-    from bartsmiles.model.precision import FAIRSEQ_GELU, bf16_inference
+    from bartsmiles.model.precision import FAIRSEQ_GELU, bf16_inference, gelu
 
     layers = [m for m in predictor.model.modules() if getattr(m, "activation_fn", None) is FAIRSEQ_GELU]
     assert len(layers) == 4  # the tiny model's encoder and decoder layers
     with bf16_inference(predictor.model):
-        assert all(m.activation_fn is F.gelu for m in layers) and torch.is_autocast_enabled("cpu")
+        assert all(m.activation_fn is gelu for m in layers) and torch.is_autocast_enabled("cpu")
     assert all(m.activation_fn is FAIRSEQ_GELU for m in layers) and not torch.is_autocast_enabled("cpu")
     with bf16_inference(predictor.model, enabled=False):
         assert all(m.activation_fn is FAIRSEQ_GELU for m in layers) and not torch.is_autocast_enabled("cpu")
@@ -1265,6 +1265,14 @@ def test_bf16_inference_swaps_fairseqs_gelu_only_inside(predictor):
     assert all(m.activation_fn is FAIRSEQ_GELU for m in layers)
     x = torch.randn(16, 32)
     assert torch.equal(F.gelu(x), FAIRSEQ_GELU(x))
+    # torch's GELU: in the tensor itself without autograd, a new tensor (and a gradient) with it
+    y = x.clone()
+    with torch.no_grad():
+        assert gelu(y) is y and torch.equal(y, F.gelu(x))
+    leaf = x.clone().requires_grad_(True)
+    out = gelu(leaf * 1.0)
+    out.sum().backward()
+    assert torch.equal(out.detach(), F.gelu(x)) and leaf.grad is not None and torch.equal(leaf.detach(), x)
 
 
 def test_the_default_method_follows_what_the_head_reads(checkpoint):
