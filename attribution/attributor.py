@@ -98,7 +98,7 @@ DEFAULT_BASELINE = {"ig": "pad", "gradient_x_input": "zero", "mask_occlusion": "
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
 #: ``precision=None``: the gradient methods stay in fp32 (bf16 gradients move the scores: README,
 #: Attribution); edit occlusion and ``edit_gradient`` take ``"auto"``: on a CPU their edits in int8
-#: and their gradient in fp32, about 1.8 and 1.4 times as fast as in bf16 on 2 cores of an Intel
+#: and their gradient in fp32, about 1.9 and 1.8 times as fast as in bf16 on 2 cores of an Intel
 #: Xeon, with the same ground-truth AUCs (README, Attribution); on a GPU, bf16
 DEFAULT_PRECISION = {"ig": "fp32", "gradient_x_input": "fp32", "mask_occlusion": "fp32", "shapley": "fp32",
                      "edit_occlusion": "auto", "edit_gradient": "auto"}

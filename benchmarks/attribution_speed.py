@@ -50,7 +50,9 @@ training jobs paused): branch fill against none, when the edit methods did not y
 
 Session 14 (``benchmarks/results/attribution_speed_2cores_s14_int8/``; the same Intel Xeon, nothing
 else running): the edit methods at their new CPU default, int8 edits and an fp32 gradient
-(``edit_gradient``, ``edit_occlusion``), against bf16 and fp32, and the gradient method in both::
+(``edit_gradient``, ``edit_occlusion``), against bf16 and fp32, and the gradient method in both;
+the same command at commit abf7196, before GELU ran in place, gave
+``attribution_speed_2cores_s14_int8_before_inplace_gelu/``::
 
     .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs edit_gradient,edit_gradient_bf16,edit_gradient_fp32,edit_occlusion,edit_occlusion_bf16,gradient_x_input,gradient_x_input_bf16,ecfp_rf \
         --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s14_int8
