@@ -103,7 +103,7 @@ PRECISIONS = ("fp32", "bf16", "int8", "auto")
 DEFAULT_PRECISION = {"ig": "fp32", "gradient_x_input": "fp32", "mask_occlusion": "fp32", "shapley": "fp32",
                      "edit_occlusion": "auto", "edit_gradient": "auto"}
 #: the methods whose forward-only passes (for ``edit_gradient``, its edits; its gradient stays on the
-#: model, under autocast in bf16) run on a copy of the model in bf16 or int8 rather than under autocast
+#: model: under autocast in bf16, in fp32 for int8) run on a copy of the model in bf16 or int8 rather than under autocast
 #: (:func:`bartsmiles.model.precision.bf16_copy`: no casts between bf16 and float32 ops, a tenth
 #: faster; :func:`bartsmiles.model.precision.int8_copy`)
 FORWARD_ONLY = frozenset({"edit_occlusion", "edit_gradient"})
@@ -299,8 +299,9 @@ class _Base:
         return self._copy
 
     def _running(self, model):
-        """The context ``model`` runs in: a bf16 copy as it is (torch's GELU swapped in), ``self.model``
-        under :meth:`_precision` (autocast in bf16)."""
+        """The context ``model`` runs in: a bf16 or int8 copy as it is (torch's GELU swapped in,
+        :func:`bartsmiles.model.precision.torch_gelu`), ``self.model`` under :meth:`_precision`
+        (autocast in bf16)."""
         return torch_gelu(model) if model is not self.model else self._precision()
 
     @staticmethod
