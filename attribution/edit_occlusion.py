@@ -209,18 +209,16 @@ def edit_occlusion(model: ScoreModel, molecules: Sequence[Molecule], *,
     outputs, edited = values[: len(molecules)], dict(zip(distinct, values[len(molecules):]))
     kept = [e for e in edits if e[2] in encoded]
     atoms = [np.zeros(mol.n_atoms) for mol in molecules]
+    has_edit = [np.zeros(mol.n_atoms, dtype=bool) for mol in molecules]  # atoms with a single edit of their own
     for m, group, smiles in kept:
         if len(group) == 1:
             atoms[m][group[0]] = outputs[m] - edited[smiles]
+            has_edit[m][group[0]] = True
     for m, group, smiles in kept:  # after every single drop is known
         if len(group) > 1:
             index = list(group)
             atoms[m][index] += ((outputs[m] - edited[smiles]) - atoms[m][index].sum()) / len(index)
     if branch_fill:
-        has_edit = [np.zeros(mol.n_atoms, dtype=bool) for mol in molecules]
-        for m, group, _ in kept:
-            if len(group) == 1:
-                has_edit[m][group[0]] = True
         atoms = [fill_branches(rd, a, e) for rd, a, e in zip(parsed, atoms, has_edit)]
     return [atom_method_scores(mol.alignment, atoms[m], output=outputs[m], baseline_output=outputs[m])
             for m, mol in enumerate(molecules)]

@@ -120,8 +120,6 @@ RUNS = [
     ("edit_gradient", "edit_gradient", {}),
     ("edit_gradient_fp32", "edit_gradient", {"precision": "fp32"}),
     ("edit_gradient_bf16", "edit_gradient", {"precision": "bf16"}),
-    ("edit_gradient_int8", "edit_gradient", {"precision": "int8"}),
-    ("edit_occlusion_int8", "edit_occlusion", {"precision": "int8"}),
     ("edit_occlusion_fill", "edit_occlusion", {"branch_fill": True}),
     ("edit_gradient_fill", "edit_gradient", {"branch_fill": True}),
     ("edit_occlusion_nofill", "edit_occlusion", {"branch_fill": False}),
