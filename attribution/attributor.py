@@ -251,8 +251,8 @@ class _Base:
         self.method = method if method is not None else default_method(self._reads())
         precision = DEFAULT_PRECISION[self.method] if precision is None else precision
         if precision == "int8" and self.method not in FORWARD_ONLY:
-            raise AttributionError(f"precision 'int8' is for the passes without gradients of "
-                                   f"{' and '.join(sorted(FORWARD_ONLY))}; {self.method!r} takes gradients")
+            raise AttributionError(f"precision 'int8' is only for {' and '.join(sorted(FORWARD_ONLY))} "
+                                   f"(their passes without gradients); the method is {self.method!r}")
         if precision == "int8" and self.device.type != "cpu":
             raise AttributionError(f"precision 'int8' runs on the CPU only; the model is on {self.device} (use bf16)")
         int8 = precision == "int8" or (precision == "auto" and self.method in FORWARD_ONLY and native_int8(self.device))
