@@ -12,6 +12,8 @@
 >>> a.substructures()                        # functional groups, BRICS, scaffold, ranked
 >>> occlusion = Attributor("runs/finetune/checkpoint_best.pt", method="mask_occlusion")
 >>> [o] = occlusion.attribute("O=[N+]([O-])c1ccccc1")  # also "gradient_x_input", "shapley", "edit_occlusion"
+>>> ensemble = Attributor(["seed0/checkpoint_best.pt", "seed1/checkpoint_best.pt"])  # or a fitted n_models > 1
+>>> [e] = ensemble.attribute("O=[N+]([O-])c1ccccc1")  # the members' mean output, explained
 
 * :mod:`.attributor` -- :class:`Attributor` (a fine-tuned model's output) and
   :class:`NeuronAttributor` (one pooled encoder feature of a frozen model): one API for every

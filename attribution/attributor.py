@@ -65,11 +65,11 @@ from .mapping import map_token_scores, token_atom_matrix
 from .edit_gradient import edit_gradient
 from .edit_occlusion import edit_occlusion
 from .occlusion import mask_occlusion
-from .result import Attribution, MethodScores
+from .result import Attribution, MethodScores, mean_scores
 from .shapley import ESTIMATORS, FEATURES, shapley
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "DEFAULT_PRECISION", "PRECISIONS", "Attributor", "NeuronAttributor",
-           "check_method", "default_method"]
+           "check_method", "default_method", "ensemble_members"]
 
 #: the attribution methods
 METHODS = ("ig", "mask_occlusion", "gradient_x_input", "shapley", "edit_occlusion", "edit_gradient")
@@ -229,6 +229,18 @@ def _attribution(mol: Molecule, scores: MethodScores, *, environment_radius: int
                        **fields)
 
 
+def ensemble_members(model_or_checkpoint) -> list:
+    """The models an :class:`Attributor` explains together: the members of a fitted estimator
+    (``n_models``, in member order), the items of a list or tuple, or the one model given."""
+    if hasattr(model_or_checkpoint, "_get_predictors"):  # a fitted BartSmilesClassifier / BartSmilesRegressor
+        return list(model_or_checkpoint._get_predictors())
+    if isinstance(model_or_checkpoint, (list, tuple)):
+        if not model_or_checkpoint:
+            raise AttributionError("an ensemble needs at least one model; got an empty list")
+        return list(model_or_checkpoint)
+    return [model_or_checkpoint]
+
+
 class _Base:
     """Shared machinery: loading, checking inputs, the method dispatch and the completeness check."""
 
@@ -261,6 +273,8 @@ class _Base:
         #: device and method: :data:`PRECISIONS`)
         self.precision = "int8" if int8 else "bf16" if bf16 else "fp32"
         self._copy = None  # the bfloat16 or int8 copy that forward-only methods run (_forward_only_model)
+        #: the other members of an ensemble (:class:`Attributor` only), each run like this one; empty for one model
+        self.members: list = []
 
     def _reads(self) -> str:
         """What the attributed quantity is read from, a key of :data:`DEFAULT_METHODS`."""
@@ -363,6 +377,9 @@ class _Base:
         _check_options(self.method, opts)
         molecules = self.prepare(smiles)
         scores = self._scores(molecules, target, opts)
+        if self.members:  # an ensemble: the attribution of the members' mean output (result.mean_scores)
+            runs = [scores] + [m._scores(molecules, target, opts) for m in self.members]
+            scores = [mean_scores(per_model) for per_model in zip(*runs)]
         variant, n_steps, additive = _variant(self.method, opts)
         results = []
         for mol, s in zip(molecules, scores):
@@ -403,7 +420,13 @@ class Attributor(_Base):
 
     ``model_or_checkpoint``: a fine-tuned checkpoint (``.pt`` or a folder holding ``model.pt`` /
     ``checkpoint_best.pt``), a :class:`bartsmiles.model.predictor.PropertyPredictor` or a fitted
-    :class:`bartsmiles.estimators.BartSmilesClassifier` / ``BartSmilesRegressor``.
+    :class:`bartsmiles.estimators.BartSmilesClassifier` / ``BartSmilesRegressor``; or an
+    **ensemble**: a list of those (fine-tunes of the same task: one vocabulary, head and outputs),
+    or a fitted estimator with ``n_models > 1``.  An ensemble's attribution is that of the members'
+    mean output -- what the estimator predicts for ``output="prediction"``; for ``"logit"`` the
+    mean of the members' logits -- and since every method is linear in the attributed function it
+    is the mean of the members' attributions, exactly (:func:`.result.mean_scores`); it costs one
+    run per member.  The first member is ``self``, the others are in ``self.members``.
     ``output``: ``"logit"`` (the head's raw output, default) or ``"prediction"`` (probability for
     classification, value in original units for regression).  ``method``: one of :data:`METHODS`
     (``None``, the default: :data:`DEFAULT_METHODS` for what the model's head reads --
@@ -426,9 +449,10 @@ class Attributor(_Base):
 
     def __init__(self, model_or_checkpoint, *, output: str = "logit", method: Optional[str] = None,
                  precision: Optional[str] = None, device=None):
-        super().__init__(model_or_checkpoint, need_head=True, method=method, precision=precision, device=device)
         if output not in ("logit", "prediction"):
             raise AttributionError(f"output must be 'logit' or 'prediction', got {output!r}")
+        sources = ensemble_members(model_or_checkpoint)
+        super().__init__(sources[0], need_head=True, method=method, precision=precision, device=device)
         self.output = output
         self.head = self.meta.get("classification_head_name", "smiles_property")
         if self.head not in self.model.classification_heads:
@@ -438,6 +462,30 @@ class Attributor(_Base):
         #: the decoder head computed with its last layer at the final ``</s>`` only (the same function,
         #: about a tenth less work: :mod:`bartsmiles.model.eos_forward`); else fairseq's own forward
         self.eos_only = self._reads() == "decoder_eos" and eos_only_supported(self.model)
+        self.members = [Attributor(source, output=output, method=self.method, precision=precision, device=device)
+                        for source in sources[1:]]
+        for i, member in enumerate(self.members, start=1):
+            self._check_member(i, member)
+        self.max_positions = min([self.max_positions] + [m.max_positions for m in self.members])
+
+    def _check_member(self, index: int, member: "Attributor") -> None:
+        """An ensemble's member ``index`` must read what the first reads and give the same outputs."""
+        checks = {"vocabulary": (list(self.vocab.symbols), list(member.vocab.symbols)),
+                  "SMILES form": (self.canonical, member.canonical),
+                  "head input": (self._reads(), member._reads()),
+                  "number of outputs": (self.n_outputs, member.n_outputs),
+                  "task names": (self.task_names, member.task_names),
+                  "task type": (self.meta.get("task_type"), member.meta.get("task_type"))}
+        for what, (first, other) in checks.items():
+            if first != other:
+                shown = "differs" if what == "vocabulary" else f"{other!r} against {first!r}"
+                raise AttributionError(f"ensemble member {index} is not a model of the same task as member 0: "
+                                       f"its {what} {shown}")
+
+    @property
+    def n_members(self) -> int:
+        """How many models are explained together (1 for one model)."""
+        return 1 + len(self.members)
 
     def _forward(self, emb, src, lengths, prev, model=None):
         model = self.model if model is None else model
@@ -466,7 +514,15 @@ class Attributor(_Base):
     def predict_outputs(self, smiles) -> np.ndarray:
         """``(n, n_outputs)`` of the attributed quantity (logits by default) for ``smiles``, computed
         as the method computes it (in bf16, edit occlusion's bfloat16 copy of the model; in int8, its
-        int8 copy, whose outputs move by about 0.01 with the other sequences in a batch)."""
+        int8 copy, whose outputs move by about 0.01 with the other sequences in a batch); for an
+        ensemble the members' mean."""
+        own = self._own_outputs(smiles)
+        if not self.members:
+            return own
+        return np.mean([own] + [m._own_outputs(smiles) for m in self.members], axis=0)
+
+    def _own_outputs(self, smiles) -> np.ndarray:
+        """:meth:`predict_outputs` of this model alone (not its ensemble members)."""
         molecules = self.prepare(smiles)
         out = np.zeros((len(molecules), self.n_outputs), dtype=np.float64)
         model = self._forward_only_model()
@@ -533,6 +589,8 @@ class Attributor(_Base):
         index, name = self._target(target)
         what = "probability" if self.meta.get("task_type") == "classification" else "predicted value"
         quantity = f"{'logit' if self.output == 'logit' else what} of output {index} ({name})"
+        if self.members:
+            quantity = f"mean {quantity}, {self.n_members} models"
         opts = self._options(baselines, batch_size, n_steps=n_steps, integration=method,
                              internal_batch_size=internal_batch_size, replace_specials=replace_specials,
                              tolerance=tolerance, on_delta=on_delta, return_convergence_delta=return_convergence_delta,
@@ -552,13 +610,17 @@ class NeuronAttributor(_Base):
     (:mod:`bartsmiles.evaluation.probe`) selects from.  Every method of :class:`Attributor` works
     (``method``; default that of an encoder head, :data:`DEFAULT_METHODS`), on a wrapper that
     returns that neuron from the encoder's input embeddings.
-    ``model``: a :class:`bartsmiles.model.pretrained.PretrainedModel` or anything :class:`Attributor`
-    takes (a fine-tuned model's encoder is used; its head is ignored).  ``precision`` and ``device``
+    ``model``: a :class:`bartsmiles.model.pretrained.PretrainedModel` or one model that :class:`Attributor`
+    takes (a fine-tuned model's encoder is used; its head is ignored).  Not an ensemble: feature
+    ``k`` of one member is not feature ``k`` of another, so a list is an error and a fitted
+    estimator with ``n_models > 1`` gives its first member.  ``precision`` and ``device``
     as for :class:`Attributor`.
     """
 
     def __init__(self, model, *, pooling: str = "mean", method: Optional[str] = None, precision: Optional[str] = None,
                  device=None):
+        if isinstance(model, (list, tuple)):
+            raise AttributionError(f"a neuron is a feature of one model: give one model, not a list of {len(model)}")
         super().__init__(model, need_head=False, method=method, precision=precision, device=device)
         if pooling not in ("mean", "bos", "eos"):
             raise AttributionError(f"pooling must be 'mean', 'bos' or 'eos', got {pooling!r}")

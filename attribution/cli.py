@@ -4,6 +4,12 @@
     bartsmiles-attribute MODEL --csv molecules.csv --smiles-column smiles --target nitro --out attr/
     bartsmiles-attribute MODEL --method mask_occlusion --attached "CC(=O)Nc1ccc(O)cc1" --out occ/
     bartsmiles-attribute PRETRAINED --neuron 17 --csv molecules.csv --out attr/
+    bartsmiles-attribute SEED0 --member SEED1 --member SEED2 --csv molecules.csv --out attr/
+
+``--member`` (repeatable) adds fine-tuned models of the same task: the attribution is then that
+of the ensemble's mean output, the mean of the members' attributions (``Attributor``'s docstring).
+An estimator saved with ``n_models=k`` keeps its first member in ``PATH`` and the others in
+``PATH/member1`` ... ``PATH/member<k-1>``.
 
 ``--method`` picks the attribution method (:data:`bartsmiles.attribution.attributor.METHODS`):
 ``edit_occlusion`` (each atom edited out of the molecule), ``edit_gradient`` (edit occlusion plus
@@ -57,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="fine-tuned checkpoint (.pt or folder); with --neuron also a pretrained model")
     p.add_argument("smiles", nargs="*", help="SMILES to explain")
+    p.add_argument("--member", action="append", default=[], metavar="MODEL",
+                   help="another fine-tuned model of the same task (repeatable): explain the mean output of the "
+                        "ensemble MODEL + members, as the mean of their attributions (one run per model; not with "
+                        "--neuron). A saved estimator ensemble: --member PATH/member1 --member PATH/member2 ...")
     p.add_argument("--csv", help="CSV file with a SMILES column (instead of / besides positional SMILES)")
     p.add_argument("--smiles-column", default="smiles", help="SMILES column of --csv (default: smiles)")
     p.add_argument("--target", default="0", help="output index or task name (default 0)")
@@ -181,13 +191,16 @@ def _attribute(args) -> int:
                   occlude_decoder=args.occlude_decoder, seed=args.seed, nt_samples=args.nt_samples,
                   nt_stdev=args.nt_stdev, environment_radius=args.environment_radius, alpha=args.alpha,
                   joint_copies=args.joint_copies, branch_fill=args.branch_fill)
+    if args.neuron is not None and args.member:
+        raise AttributionError("--member is for an ensemble's outputs; --neuron explains a feature of one model")
     if args.neuron is not None:
         attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision,
                                        device=args.device)
         run = lambda batch: attributor.attribute(batch, args.neuron, **common)  # noqa: E731
     else:
-        attributor = Attributor(args.model, output=args.output, method=args.method, precision=args.precision,
-                                 device=args.device)
+        models = [args.model, *args.member] if args.member else args.model
+        attributor = Attributor(models, output=args.output, method=args.method, precision=args.precision,
+                                device=args.device)
         target = int(args.target) if args.target.lstrip("-").isdigit() else args.target
         run = lambda batch: attributor.attribute(batch, target, **common)  # noqa: E731
 
@@ -242,7 +255,8 @@ def _attribute(args) -> int:
     pd.concat(atoms).to_csv(out / "atoms.csv", index=False)
     pd.concat(tokens).to_csv(out / "tokens.csv", index=False)
     pd.concat(subs).to_csv(out / "substructures.csv", index=False)
-    (out / "attributions.json").write_text(json.dumps({"model": str(args.model), "method": attributor.method,
+    (out / "attributions.json").write_text(json.dumps({"model": str(args.model), "members": list(args.member),
+                                                       "method": attributor.method,
                                                        "precision": attributor.precision,
                                                        "device": str(attributor.device), "molecules": records,
                                                        "errors": errors}, indent=1))

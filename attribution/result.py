@@ -9,7 +9,7 @@ Its errors live with every other error in :mod:`bartsmiles.errors`.  No torch im
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from bartsmiles.core.chem import parse_smiles
 
 from .substructures import substructure_table
 
-__all__ = ["Attribution", "MethodScores", "atom_method_scores"]
+__all__ = ["Attribution", "MethodScores", "atom_method_scores", "mean_scores"]
 
 
 @dataclass
@@ -53,6 +53,32 @@ def atom_method_scores(alignment, atom_scores: np.ndarray, *, output: float, bas
             tokens[t] = atom_scores[members[0]]
     return MethodScores(token_scores=tokens, special_scores={"<s>": 0.0, "</s>": 0.0}, output=float(output),
                         baseline_output=float(baseline_output), atom_scores=np.asarray(atom_scores, dtype=np.float64))
+
+
+def mean_scores(runs: Sequence[MethodScores]) -> MethodScores:
+    """One molecule's scores from several models of an ensemble (one method, the same molecule),
+    averaged field by field: token, special and atom scores, outputs and ``delta``.
+
+    Every method here is linear in the attributed function, so this is exactly the attribution of
+    the members' mean output: an edit's drop, a gradient, a path integral and a Shapley value (the
+    same permutations) of a mean are the mean of the members' (each member's input embeddings are
+    its own input; the members' functions are separate, so the joint path or mask of the mean is
+    each member's own).  Completeness carries over: the mean of sums is the sum of means."""
+    if not runs:
+        raise ValueError("mean_scores needs the scores of at least one model")
+    n = len(runs)
+    atoms = [r.atom_scores for r in runs]
+    deltas = [r.delta for r in runs]
+    if any(a is None for a in atoms) != all(a is None for a in atoms) or \
+            any(d is None for d in deltas) != all(d is None for d in deltas):
+        raise ValueError("mean_scores: the runs come from different methods (atom scores or delta missing in some)")
+    return MethodScores(
+        token_scores=np.mean([np.asarray(r.token_scores, dtype=np.float64) for r in runs], axis=0),
+        special_scores={k: float(np.mean([r.special_scores[k] for r in runs])) for k in runs[0].special_scores},
+        output=float(np.mean([r.output for r in runs])),
+        baseline_output=float(np.mean([r.baseline_output for r in runs])),
+        delta=None if deltas[0] is None else float(sum(deltas) / n),
+        atom_scores=None if atoms[0] is None else np.mean([np.asarray(a, dtype=np.float64) for a in atoms], axis=0))
 
 
 @dataclass

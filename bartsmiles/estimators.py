@@ -391,7 +391,8 @@ class _BartSmilesEstimator(BaseEstimator):
         return self._predictors
 
     def _get_predictor(self):
-        """The first member's predictor (what attribution explains)."""
+        """The first member's predictor (what ``NeuronAttributor`` explains; ``Attributor`` explains
+        every member's mean through :meth:`_get_predictors`)."""
         return self._get_predictors()[0]
 
     def _member_predict(self, smiles: Any, warn: bool = True) -> tuple[np.ndarray, list[str]]:

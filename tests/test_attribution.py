@@ -1377,3 +1377,103 @@ def test_a_canonical_model_attributes_the_smiles_it_reads(predictor):
         logits, _ = predictor.model(**ds.collater([ds[0]])["net_input"], features_only=True,
                                     classification_head_name="smiles_property")
     assert a.output == pytest.approx(float(logits[0, 0]), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------ ensembles
+
+
+@pytest.fixture(scope="module")
+def second_checkpoint(tmp_path_factory, checkpoint):
+    """A second tiny fine-tune of the nitro task (seed 2; the first has the default, 1): an ensemble member."""
+    from pathlib import Path
+
+    from bartsmiles.training.finetuning import FinetuneConfig, finetune
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("nitro_seed2")
+    data = Path(checkpoint).parents[1] / "data"
+    result = finetune(FinetuneConfig(
+        data=str(data), arch="bartsmiles_tiny", save_dir=str(root / "run"), epochs=6, batch_size=8, seed=2,
+        lr=3e-3, dropout=0.0, attention_dropout=0.0, warmup_ratio=0.1, clip_norm=1.0, keep_last_epochs=1,
+        cpu=True, num_workers=0, log_interval=100, score_test=False))
+    return result.best_checkpoint
+
+
+ENSEMBLE_RUNS = (("edit_gradient", {}), ("edit_occlusion", {}), ("gradient_x_input", {}),
+                 ("ig", {"n_steps": 8}), ("mask_occlusion", {"attached": True}),
+                 ("shapley", {"n_samples": 2, "features": "atoms"}))
+
+
+@pytest.mark.parametrize("method,options", ENSEMBLE_RUNS, ids=[m for m, _ in ENSEMBLE_RUNS])
+def test_ensemble_explains_the_members_mean(checkpoint, second_checkpoint, method, options):
+    """An ensemble's attribution is the mean of its members' (every method is linear in the
+    attributed function), its output the mean output, and an additive method stays complete."""
+    smiles = ["O=[N+]([O-])c1ccc(Cl)cc1", "CC(=O)OCC", "Clc1ccc(Cl)cc1"]
+    opts = {"on_delta": "ignore", **options}
+    alone = [Attributor(c, method=method, precision="fp32").attribute(smiles, **opts)
+             for c in (checkpoint, second_checkpoint)]
+    ensemble = Attributor([checkpoint, second_checkpoint], method=method, precision="fp32")
+    assert ensemble.n_members == 2 and len(ensemble.members) == 1
+    together = ensemble.attribute(smiles, **opts)
+    for i, a in enumerate(together):
+        first, second = alone[0][i], alone[1][i]
+        assert not np.allclose(first.atom_scores, second.atom_scores)  # two different models
+        np.testing.assert_allclose(a.atom_scores, (first.atom_scores + second.atom_scores) / 2, atol=1e-5)
+        np.testing.assert_allclose(a.token_scores, (first.token_scores + second.token_scores) / 2, atol=1e-5)
+        np.testing.assert_allclose(a.environment_scores, (first.environment_scores + second.environment_scores) / 2,
+                                   atol=1e-5)
+        assert a.output == pytest.approx((first.output + second.output) / 2, abs=1e-5)
+        assert a.baseline_output == pytest.approx((first.baseline_output + second.baseline_output) / 2, abs=1e-5)
+        assert a.total == pytest.approx(a.output - a.baseline_output + a.delta, abs=1e-5)
+        assert a.quantity == "mean logit of output 0 (nitro), 2 models"
+    outputs = ensemble.predict_outputs(smiles)[:, 0]
+    assert outputs == pytest.approx([a.output for a in together], abs=1e-5)
+
+
+def test_ensemble_of_a_fitted_estimator_and_its_probability(checkpoint, second_checkpoint):
+    """A fitted estimator with n_models > 1 is explained as an ensemble: with output="prediction"
+    the attributed output is what its predict_proba returns, the members' mean probability."""
+    from bartsmiles.model.predictor import PropertyPredictor
+
+    members = [PropertyPredictor(checkpoint), PropertyPredictor(second_checkpoint)]
+    fitted = SimpleNamespace(_get_predictors=lambda: members)  # what a fitted BartSmilesClassifier offers
+    att = Attributor(fitted, output="prediction", method="gradient_x_input")
+    assert att.n_members == 2
+    [a] = att.attribute("O=[N+]([O-])c1ccccc1")
+    probabilities = [float(p.predict(["O=[N+]([O-])c1ccccc1"])[0][0]) for p in members]
+    assert a.output == pytest.approx(np.mean(probabilities), abs=1e-5)
+    assert a.quantity == "mean probability of output 0 (nitro), 2 models"
+    lone = Attributor(SimpleNamespace(_get_predictors=lambda: members[:1]), method="gradient_x_input")
+    assert lone.n_members == 1 and lone.members == []
+
+
+def test_ensemble_refuses_models_of_another_task(checkpoint, second_checkpoint):
+    from bartsmiles.model.predictor import PropertyPredictor
+
+    other = PropertyPredictor(second_checkpoint)
+    other.meta = {**other.meta, "task_names": ["toxic"]}
+    with pytest.raises(AttributionError, match=r"ensemble member 1 is not a model of the same task as member 0: "
+                                               r"its task names \['toxic'\] against \['nitro'\]"):
+        Attributor([checkpoint, other])
+    with pytest.raises(AttributionError, match="at least one model"):
+        Attributor([])
+    with pytest.raises(AttributionError, match="a neuron is a feature of one model"):
+        NeuronAttributor([checkpoint, second_checkpoint])
+
+
+def test_cli_member_makes_an_ensemble(checkpoint, second_checkpoint, tmp_path, capsys):
+    from bartsmiles.attribution.cli import main
+
+    out = tmp_path / "ensemble"
+    assert main([str(checkpoint), "O=[N+]([O-])c1ccccc1", "--member", str(second_checkpoint), "--no-images",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "attributions.json").read_text())
+    assert data["members"] == [str(second_checkpoint)]
+    [expected] = Attributor([checkpoint, second_checkpoint]).attribute("O=[N+]([O-])c1ccccc1")
+    assert data["molecules"][0]["atom_scores"] == pytest.approx(list(expected.atom_scores), abs=1e-4)
+    assert pd.read_csv(out / "summary.csv")["quantity"].tolist() == ["mean logit of output 0 (nitro), 2 models"]
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main([str(checkpoint), "CCO", "--neuron", "0", "--member", str(second_checkpoint), "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--member is for an ensemble's outputs" in err
