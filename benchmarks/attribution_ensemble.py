@@ -20,6 +20,10 @@ for the user-default set::
     BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \\
         benchmarks/attribution_ensemble.py --work-dir runs/attribution_gt_default \\
         --out benchmarks/results/attribution_ensemble_finetune_defaults
+
+(the lr 1e-4 set), and the same for ``runs/attribution_gt`` (``_3epochs``),
+``runs/attribution_gt_n1200_rand05`` (``_n1200_randomized_smiles``) and ``runs/attribution_gt_user``
+(``_finetune_config_defaults``: ``FinetuneConfig``'s own defaults, lr 3e-5).
 """
 from __future__ import annotations
 

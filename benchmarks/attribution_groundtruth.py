@@ -152,6 +152,16 @@ benchmarks/results/attribution_groundtruth_s14_3epochs_int8`` and ``--n-train 12
 --randomize-smiles 0.5 --work-dir runs/attribution_gt_n1200_rand05 --out
 benchmarks/results/attribution_groundtruth_n1200_randomized_smiles_s14_int8``.
 
+Session 15 trained the set a user gets from ``FinetuneConfig``'s own defaults (10 epochs, batch 16 and
+``--lr 3e-5``; the "user-default" set above was trained at this script's 1e-4), from scratch with
+the task data copied from ``runs/attribution_gt_default`` (the same molecules and splits), two
+processes of one thread split by ``--tasks``, then a last all-cached run::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 --lr 3e-5 \
+        --methods edit_gradient_fill_int8_env,edit_occlusion_fill_int8_env,gxi_a05_env,ecfp_rf,random,rule_check \
+        --work-dir runs/attribution_gt_user --out benchmarks/results/attribution_groundtruth_finetune_config_defaults
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -669,7 +679,10 @@ def main(argv=None) -> int:
     p.add_argument("--head-input", default="decoder_eos", choices=("decoder_eos", "encoder_mean"),
                    help="what the fine-tuned models' head reads (bartsmiles.tasks.property_head); give each its "
                         "own --work-dir and --out")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=None,
+                   help="folder for attribution_groundtruth.{json,md} (default: benchmarks/results when every task "
+                        "is run; a --tasks subset or --smoke writes a table only to a folder given here, so that runs "
+                        "splitting the tasks never overwrite the committed table)")
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "attribution_gt"),
                    help="data, fine-tuned models and per-task scores (the cache a resumed run reuses)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, random-init bartsmiles_tiny, 1 task")
@@ -706,7 +719,11 @@ def main(argv=None) -> int:
               "config": {k: v for k, v in vars(args).items()}, "methods": {k: list(v) for k, v in METHODS.items()},
               "speed": speed, "tasks": tasks}
     report["goal"] = goal_table(report)
-    out = Path(args.out)
+    if args.out is None and (args.tasks or args.smoke):
+        print(f"scored {len(tasks)} task(s) into {work}; no table written ({'--smoke' if args.smoke else '--tasks'} "
+              f"without --out)")
+        return 0
+    out = Path(args.out) if args.out is not None else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / "attribution_groundtruth.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "attribution_groundtruth.md").write_text(to_markdown(report))

@@ -57,6 +57,12 @@ the same command at commit abf7196, before GELU ran in place, gave
     .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs edit_gradient,edit_gradient_bf16,edit_gradient_fp32,edit_occlusion,edit_occlusion_bf16,gradient_x_input,gradient_x_input_bf16,ecfp_rf \
         --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s14_int8
 
+Session 15 (``benchmarks/results/attribution_speed_2cores_s15/``; the same Intel Xeon model, nothing
+else running): the defaults again on a second day::
+
+    .venv/bin/python benchmarks/attribution_speed.py --rounds 3 --runs edit_gradient,edit_gradient_fp32,edit_occlusion,gradient_x_input,ecfp_rf \
+        --n-molecules 1000 --work-dir runs/attribution_speed_2c --out benchmarks/results/attribution_speed_2cores_s15
+
 ``--device cuda`` fine-tunes and attributes on a GPU (``scripts/device/attribution.sh`` runs it there).
 
 On an oversubscribed machine two torch threads are slower than one (every parallel region

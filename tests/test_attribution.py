@@ -410,6 +410,12 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     stamp = (tmp_path / "work" / "nitrile" / "seed0" / "scores.json").stat().st_mtime
     assert bench.main(argv) == 0  # a second run reuses the cached model and scores
     assert (tmp_path / "work" / "nitrile" / "seed0" / "scores.json").stat().st_mtime == stamp
+    # without --out, a run over part of the tasks (or a smoke run) writes no table: never the committed one
+    committed = [bench.RESULTS / f"attribution_groundtruth.{ext}" for ext in ("json", "md")]
+    before = [f.stat().st_mtime if f.is_file() else None for f in committed]
+    no_out = [a for a in argv if a not in ("--out", str(tmp_path))]
+    assert bench.main(no_out + ["--tasks", "nitrile"]) == 0
+    assert [f.stat().st_mtime if f.is_file() else None for f in committed] == before
     assert bench.main(argv + ["--methods", "random", "--rescore"]) == 0  # recomputed although cached
     rescored = json.loads((tmp_path / "work" / "nitrile" / "seed0" / "scores.json").read_text())
     assert rescored["provenance"]["methods"] == ["random"] and "edit_occlusion_env" in rescored["methods"]
