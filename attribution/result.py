@@ -161,6 +161,23 @@ class Attribution:
 
         return substructure_table(self.mol, self.atom_scores, **kwargs)
 
+    @classmethod
+    def from_dict(cls, record: dict, alignment) -> "Attribution":
+        """The attribution :meth:`to_dict` wrote, given the molecule's token alignment (which it
+        does not store: :func:`bartsmiles.attribution.inputs.prepare_molecules` of ``record["smiles"]``
+        gives it back) and the rules of ``record["token_rule"]`` where present."""
+        return cls(smiles=record["smiles"], target=int(record["target"]), target_name=record["target_name"],
+                   quantity=record["quantity"], tokens=list(record["tokens"]),
+                   token_scores=np.asarray(record["token_scores"], dtype=np.float64),
+                   special_scores={k: float(v) for k, v in record["special_scores"].items()},
+                   atom_scores=np.asarray(record["atom_scores"], dtype=np.float64), remainder=float(record["remainder"]),
+                   output=float(record["output"]), baseline_output=float(record["baseline_output"]),
+                   delta=float(record["delta"]), converged=record["converged"], baseline=record["baseline"],
+                   n_steps=int(record["n_steps"]), method=record["method"], alignment=alignment,
+                   token_rule=list(record.get("token_rule", [])), attribution_method=record["attribution_method"],
+                   environment_scores=np.asarray(record["environment_scores"], dtype=np.float64),
+                   environment_radius=int(record["environment_radius"]))
+
     def to_dict(self) -> dict:
         return {"smiles": self.smiles, "attribution_method": self.attribution_method, "target": self.target,
                 "target_name": self.target_name, "quantity": self.quantity, "output": self.output,
@@ -170,4 +187,5 @@ class Attribution:
                 "special_scores": {k: float(v) for k, v in self.special_scores.items()},
                 "atom_scores": [float(x) for x in self.atom_scores], "remainder": self.remainder,
                 "environment_radius": self.environment_radius,
-                "environment_scores": [float(x) for x in self.environment_scores]}
+                "environment_scores": [float(x) for x in self.environment_scores],
+                "token_rule": list(self.token_rule)}

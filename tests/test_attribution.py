@@ -1483,3 +1483,68 @@ def test_cli_member_makes_an_ensemble(checkpoint, second_checkpoint, tmp_path, c
     assert main([str(checkpoint), "CCO", "--neuron", "0", "--member", str(second_checkpoint), "--out", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--member is for an ensemble's outputs" in err
+
+
+def test_cli_attributes_in_chunks(checkpoint, tmp_path, monkeypatch):
+    """The CLI attributes CHUNK molecules per call (a progress-bar step); rows stay in input order
+    and a batch-independent method gives the numbers of one call over all of them."""
+    from bartsmiles.attribution import cli
+
+    monkeypatch.setattr(cli, "CHUNK", 2)
+    out = tmp_path / "chunks"
+    assert cli.main([str(checkpoint), *PROBES[:5], "--method", "gradient_x_input", "--no-images", "--no-progress",
+                     "--out", str(out)]) == 0
+    data = json.loads((out / "attributions.json").read_text())
+    expected = Attributor(checkpoint, method="gradient_x_input").attribute(PROBES[:5])
+    assert [m["row"] for m in data["molecules"]] == [0, 1, 2, 3, 4]
+    for got, want in zip(data["molecules"], expected):
+        assert got["smiles"] == want.smiles
+        assert got["atom_scores"] == pytest.approx(list(want.atom_scores), abs=1e-5)
+
+
+def test_cli_resumes_a_killed_run(checkpoint, tmp_path, monkeypatch, capsys):
+    """A run killed after its first chunk keeps that chunk; the same command run again attributes only
+    the rest, reads the first back, writes what an uninterrupted run writes, and tidies up."""
+    from bartsmiles.attribution import cli
+
+    monkeypatch.setattr(cli, "CHUNK", 2)
+    command = [str(checkpoint), *PROBES[:5], "--method", "gradient_x_input", "--no-images", "--no-progress"]
+    assert cli.main(command + ["--out", str(tmp_path / "whole")]) == 0
+    calls = []
+
+    class Counting(Attributor):
+        def attribute(self, smiles, *args, **kwargs):
+            calls.append(list(smiles))
+            return super().attribute(smiles, *args, **kwargs)
+
+    class Killed(Attributor):  # killed during its second chunk
+        def attribute(self, smiles, *args, **kwargs):
+            calls.append(list(smiles))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return super().attribute(smiles, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "Attributor", Killed)
+    out = tmp_path / "killed"
+    assert cli.main(command + ["--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert [p.name for p in (out / ".partial").glob("*/chunk_*.json")] == ["chunk_000000.json"]
+    calls.clear()
+    monkeypatch.setattr(cli, "Attributor", Counting)
+    assert cli.main(command + ["--out", str(out)]) == 0
+    assert calls == [PROBES[2:4], PROBES[4:5]]  # the first chunk was read back, not attributed again
+    assert "resumed 2 molecule(s)" in capsys.readouterr().out
+    assert not (out / ".partial").exists()
+    for name in ("atoms.csv", "tokens.csv", "summary.csv", "substructures.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / name), pd.read_csv(tmp_path / "whole" / name))
+    whole = json.loads((tmp_path / "whole" / "attributions.json").read_text())["molecules"]
+    assert json.loads((out / "attributions.json").read_text())["molecules"] == whole
+    # another option is another run: nothing kept is reused
+    monkeypatch.setattr(cli, "Attributor", Killed)
+    calls.clear()
+    assert cli.main(command + ["--alpha", "0.75", "--out", str(out)]) == 130
+    assert len(list((out / ".partial").iterdir())) == 1
+    calls.clear()
+    monkeypatch.setattr(cli, "Attributor", Counting)
+    assert cli.main(command + ["--out", str(out)]) == 0 and not (out / ".partial").exists()
+    assert len(calls) == 3  # the --alpha 0.75 chunk was not the default run's
