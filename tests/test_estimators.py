@@ -225,6 +225,21 @@ def test_regressor_ensemble_of_two_with_conformal_intervals(pretrained, tmp_path
     np.testing.assert_allclose(again.predict(MOLS, return_std=True), (mean, std), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(again.predict_interval(MOLS, alpha=0.1), (lower, upper), rtol=1e-6)
 
+    # an attribution explains what the ensemble predicts: the members' mean, from the estimator or
+    # from the saved folders given as members on the command line
+    from bartsmiles.attribution import Attributor
+    from bartsmiles.attribution.cli import main as attribute_main
+
+    attributor = Attributor(again, output="prediction", method="gradient_x_input")
+    assert attributor.n_members == 2
+    [a] = attributor.attribute(MOLS[0])
+    assert a.output == pytest.approx(float(mean[0]), rel=1e-4)
+    out = tmp_path / "attributed"
+    assert attribute_main([str(tmp_path / "saved"), MOLS[0], "--member", str(tmp_path / "saved" / "member1"),
+                           "--output", "prediction", "--method", "gradient_x_input", "--no-images",
+                           "--out", str(out)]) == 0
+    assert pd.read_csv(out / "summary.csv")["output"].iloc[0] == pytest.approx(float(mean[0]), rel=1e-4)
+
 
 def test_classifier_prediction_sets(fitted):
     clf, _ = fitted
