@@ -32,6 +32,10 @@ itself) perturb the same input: the encoder's input token embeddings (IG's modul
 against ``tolerance`` (:class:`ConvergenceWarning` / :class:`ConvergenceError`); for the others
 ``delta`` reports how far the scores are from adding up and ``converged`` is ``None``.
 
+``Attributor([model_0, model_1, ...])`` (or a fitted estimator with ``n_models > 1``) explains an
+ensemble: the members' mean output, whose scores are the mean of the members' scores for every
+method here (:func:`.result.mean_scores`).
+
 Whatever the method, each result also carries ``environment_scores`` (:mod:`.environment`): each
 atom's score plus the mean score of its neighbourhood within ``environment_radius`` bonds (default
 2), what the drawings show and what the ground-truth table chose; ``atom_scores`` stay the method's own.
