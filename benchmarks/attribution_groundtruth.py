@@ -162,6 +162,11 @@ processes of one thread split by ``--tasks``, then a last all-cached run::
         --methods edit_gradient_fill_int8_env,edit_occlusion_fill_int8_env,gxi_a05_env,ecfp_rf,random,rule_check \
         --work-dir runs/attribution_gt_user --out benchmarks/results/attribution_groundtruth_finetune_config_defaults
 
+and the same defaults with ``--randomize-smiles 0.5`` (task data copied from that set, ``--methods
+edit_gradient_fill_int8_env,edit_occlusion_fill_int8_env,ecfp_rf,rule_check --work-dir
+runs/attribution_gt_user_rand05 --out
+benchmarks/results/attribution_groundtruth_finetune_config_defaults_randomized_smiles``).
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
