@@ -522,14 +522,11 @@ class Attributor(_Base):
         as the method computes it (in bf16, edit occlusion's bfloat16 copy of the model; in int8, its
         int8 copy, whose outputs move by about 0.01 with the other sequences in a batch); for an
         ensemble the members' mean."""
-        own = self._own_outputs(smiles)
-        if not self.members:
-            return own
-        return np.mean([own] + [m._own_outputs(smiles) for m in self.members], axis=0)
+        molecules = self.prepare(smiles)  # once: the members read the same ids (_check_member)
+        return np.mean([m._own_outputs(molecules) for m in [self, *self.members]], axis=0)
 
-    def _own_outputs(self, smiles) -> np.ndarray:
-        """:meth:`predict_outputs` of this model alone (not its ensemble members)."""
-        molecules = self.prepare(smiles)
+    def _own_outputs(self, molecules: Sequence[Molecule]) -> np.ndarray:
+        """:meth:`predict_outputs` of this model alone (not its ensemble members), for prepared molecules."""
         out = np.zeros((len(molecules), self.n_outputs), dtype=np.float64)
         model = self._forward_only_model()
         with torch.no_grad():  # not inference_mode: fairseq caches its decoder mask (see .occlusion)
