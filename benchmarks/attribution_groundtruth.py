@@ -13,7 +13,8 @@ split into train / valid / test (the same for every model seed).  Per task and m
 shipped model (``--pretrained``) is fine-tuned small and fast (length-sorted batches) with
 :func:`bartsmiles.training.finetuning.finetune`; its test ROC-AUC and accuracy (logit > 0) go in
 the table, since an attribution of a model that did not learn the rule means nothing.  Then every
-method of :data:`METHODS` attributes the positive test molecules (at most ``--n-explain``), and
+method of :data:`METHODS` attributes the positive test molecules (at most ``--n-explain``; or,
+with ``--explain-from pool``, ``--n-explain`` positives from MOSES rows that no task used), and
 per molecule its atom scores are compared with the ground truth: atom ROC-AUC and the top-k hit
 rate (:func:`top_k_hit_rate`), averaged over molecules; molecules/s is measured in the same
 process.  References: ``ecfp_rf`` -- a random forest on ECFP4 bits of the same training set with
@@ -167,6 +168,28 @@ edit_gradient_fill_int8_env,edit_occlusion_fill_int8_env,ecfp_rf,rule_check --wo
 runs/attribution_gt_user_rand05 --out
 benchmarks/results/attribution_groundtruth_finetune_config_defaults_randomized_smiles``).
 
+Session 16 scored the two ``FinetuneConfig``-default sets again on a larger held-out sample: 200
+positives per task (``--explain-from pool --n-explain 200``) drawn from the 60,000 MOSES rows after
+the pool's (``--explain-rows``), which no model and no forest saw, instead of the first 25 positive
+test molecules; the same cached models.  The table adds each method's paired difference to the
+map with a bootstrap interval.  Two processes of one thread, one per set::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --epochs 10 --batch-size 16 --lr 3e-5 \
+        --explain-from pool --n-explain 200 \
+        --methods edit_gradient_fill_int8_env,edit_occlusion_fill_int8_env,ecfp_rf,random,rule_check \
+        --work-dir runs/attribution_gt_user --out benchmarks/results/attribution_groundtruth_finetune_config_defaults_heldout200
+
+and the same with ``--randomize-smiles 0.5 --work-dir runs/attribution_gt_user_rand05 --out
+benchmarks/results/attribution_groundtruth_finetune_config_defaults_randomized_smiles_heldout200``.
+The rule check then kept a per-molecule flag (``model_needs_rule``: does every rule-breaking edit
+turn the model's call negative?), so it was run again on both sets with ``--methods rule_check
+--rescore`` and ``--tasks`` naming all ten tasks (so that it wrote no table), before the command
+above, run again with everything cached, wrote each table.  The
+10-epoch lr 1e-4 set the same way (``--epochs 10 --batch-size 16 --work-dir
+runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults_heldout200``,
+two processes split by ``--tasks``, then the all-cached run).
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -174,6 +197,7 @@ Smoke run (seconds, random-init tiny model, numbers meaningless)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -315,6 +339,65 @@ def task_data(rule: Rule, index: int, pool: list, args, folder: Path) -> pd.Data
     return frame
 
 
+def read_heldout(path: Path, start: int, rows: int) -> list:
+    """The parsable molecules (SMILES, Mol) of MOSES rows ``start`` .. ``start + rows - 1``: after the
+    rows the pool is drawn from, so no task ever used them."""
+    frame = pd.read_csv(path, skiprows=range(1, start + 1), nrows=rows)
+    column = "SMILES" if "SMILES" in frame.columns else frame.columns[0]
+    out = []
+    for smiles in (str(s) for s in frame[column].dropna()):
+        try:
+            out.append((smiles, parse_smiles(smiles)))
+        except InvalidSmilesError:
+            continue
+    return out
+
+
+def explained_molecules(rule: Rule, index: int, candidates: Optional[list], frame: pd.DataFrame, args,
+                        folder: Path) -> pd.DataFrame:
+    """The positives whose attributions are scored (smiles, stratum, truth atoms).
+
+    ``--explain-from test``: the first ``--n-explain`` positive test molecules of the task.
+    ``--explain-from pool``: ``--n-explain`` positives drawn from ``candidates``
+    (:func:`read_heldout`: MOSES rows after the pool's, which no model and no forest saw) that are
+    written in canonical form (so the atom numbering the model reads is the ground truth's),
+    equally from each positive stratum (the OR rule's two groups), with ``[--data-seed, task
+    index, 1]``; made once and cached in ``TASK/explain_pool{N}.json``.  Fewer when there are fewer.
+    """
+    if args.explain_from == "test":
+        test = frame[frame.split == "test"]
+        return test[test.label == 1.0].head(args.n_explain)[["smiles", "stratum", "truth"]]
+    path = folder / f"explain_pool{args.n_explain}.json"
+    if path.is_file():
+        return pd.read_json(path, orient="records")
+    used = set(frame.smiles)
+    strata: dict[str, list[int]] = {}
+    labelled = {}
+    pool = candidates or []
+    for i, (smiles, mol) in enumerate(pool):
+        if smiles in used or Chem.MolToSmiles(mol) != smiles:  # the ground truth is numbered as the model reads it
+            continue
+        x = label_molecule(rule, mol)
+        if x.label == 1.0:
+            strata.setdefault(x.stratum, []).append(i)
+            labelled[i] = x
+    rng = np.random.default_rng([args.data_seed, index, 1])
+    share = max(1, args.n_explain // max(1, len(strata)))
+    picked = [int(i) for name in sorted(strata)
+              for i in rng.choice(strata[name], min(share, len(strata[name])), replace=False)]
+    explained = pd.DataFrame({"smiles": [pool[i][0] for i in picked],
+                              "stratum": [labelled[i].stratum for i in picked],
+                              "truth": [sorted(labelled[i].truth) for i in picked]})
+    folder.mkdir(parents=True, exist_ok=True)
+    explained.to_json(path, orient="records")
+    return explained
+
+
+def scores_file(args) -> str:
+    """The per-seed cache of scores for this run's explained molecules."""
+    return "scores.json" if args.explain_from == "test" else f"scores_pool{args.n_explain}.json"
+
+
 def fine_tuned(folder: Path, seed: int, args) -> dict:
     """Fine-tune (or reuse the cached run of) one model seed on the task's data."""
     record = folder / f"seed{seed}" / "model.json"
@@ -392,14 +475,27 @@ def rule_check(rule: Rule, smiles: list[str], attributor: Attributor, forest) ->
     rf_before, rf_after = proba[: len(smiles)][originals], proba[len(smiles):]
     return {"n_molecules": len(smiles), "n_edits": len(edited), "examples": list(zip(
                 [smiles[i] for i in originals[:3]], edited[:3])),
-            "model": flip_summary(before, after, groups, 0.0), "rf": flip_summary(rf_before, rf_after, groups, 0.5)}
+            "model": flip_summary(before, after, groups, 0.0), "rf": flip_summary(rf_before, rf_after, groups, 0.5),
+            "model_needs_rule": needs_rule(len(smiles), originals, before, after, 0.0)}
 
 
-def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args, methods: list[str]) -> dict:
-    """Per method: atom ROC-AUC, top-k hit rate and molecules/s on the positive test molecules; and
-    ``rule_check`` (:func:`rule_check`) when asked for."""
+def needs_rule(n: int, originals: Sequence[int], before: np.ndarray, after: np.ndarray, threshold: float) -> list:
+    """Per explained molecule: ``True`` when the model calls it positive (``> threshold``) and every
+    rule-breaking edit of it (one per deciding group) is called negative -- the model needs each
+    group the rule names; ``False`` when it is called positive and some edit is still called
+    positive; ``None`` when it is not called positive or has no edit."""
+    out: list = [None] * n
+    for i, b, a in zip(originals, before, after):
+        if b > threshold:
+            out[i] = (out[i] is not False) and bool(a <= threshold)
+    return out
+
+
+def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, model: dict, seed: int, args,
+                  methods: list[str]) -> dict:
+    """Per method: atom ROC-AUC, top-k hit rate and molecules/s on the explained ``positives``
+    (:func:`explained_molecules`); and ``rule_check`` (:func:`rule_check`) when asked for."""
     train, test = frame[frame.split == "train"], frame[frame.split == "test"]
-    positives = test[test.label == 1.0].head(args.n_explain)
     smiles, truth = list(positives.smiles), [set(t) for t in positives.truth]
     out: dict = {}
     predictor_methods = [m for m in methods if m in METHODS]
@@ -463,23 +559,30 @@ def score_methods(rule: Rule, frame: pd.DataFrame, model: dict, seed: int, args,
 
 
 def run_task(rule: Rule, index: int, pool: list, seeds: list[int], args, work: Path, provenance: dict,
-             wanted: list[str]) -> dict:
+             wanted: list[str], candidates: Optional[list] = None) -> dict:
     folder = work / slug(rule.name)
     frame = task_data(rule, index, pool, args, folder)
+    positives = explained_molecules(rule, index, candidates, frame, args, folder)
+    if positives.empty:
+        print(f"{rule.name}: no positives to explain, skipped", flush=True)
+        seeds = []
+    digest = hashlib.sha256("\n".join(positives.smiles).encode()).hexdigest()[:16]
     per_seed = {}
     for seed in seeds:
-        path = folder / f"seed{seed}" / "scores.json"
+        path = folder / f"seed{seed}" / scores_file(args)
         cached = json.loads(path.read_text()) if path.is_file() else None
+        if cached is not None and cached.get("explained", digest) != digest:
+            cached = None  # scored on other molecules (the explained sample was made again): score afresh
         missing = [m for m in wanted if cached is None or m not in cached["methods"] or args.rescore]
         if missing:
             # the map is recomputed with any method, so that speed ratios come from one process
             missing += ["ecfp_rf"] if "ecfp_rf" in wanted and "ecfp_rf" not in missing else []
             model = fine_tuned(folder, seed, args)
-            scores = score_methods(rule, frame, model, seed, args, missing)
+            scores = score_methods(rule, frame, positives, model, seed, args, missing)
             kept = {m: v for m, v in (cached or {}).get("methods", {}).items() if m not in missing}
             earlier = [(cached or {}).get("provenance")] + list((cached or {}).get("earlier_provenance", []))
             accuracy = scores["test_accuracy"] if scores["test_accuracy"] is not None else (cached or {}).get("test_accuracy")
-            cached = {"model": model, "test_accuracy": accuracy,
+            cached = {"model": model, "test_accuracy": accuracy, "explained": digest,
                       "methods": {**kept, **scores["methods"]},
                       "provenance": {**provenance, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "methods": missing},
                       "earlier_provenance": [p for p in earlier if p]}
@@ -494,6 +597,8 @@ def run_task(rule: Rule, index: int, pool: list, seeds: list[int], args, work: P
             "sizes": {k: int(v) for k, v in frame.split.value_counts().items()},
             "strata": {f"{a}/{b}": int(v) for (a, b), v in counts.items()},
             "mean_truth_atoms": float(np.mean([len(t) for t in frame[frame.label == 1.0].truth])),
+            "explained": {"from": args.explain_from, "n": len(positives),
+                          "strata": {k: int(v) for k, v in positives.stratum.value_counts().items()}},
             "seeds": per_seed}
 
 
@@ -501,6 +606,46 @@ def mean_over_seeds(task: dict, method: str, key: str):
     values = [s["methods"][method][key] for s in task["seeds"].values()
               if method in s["methods"] and s["methods"][method].get(key) is not None]
     return (float(np.mean(values)), float(np.std(values)), len(values)) if values else (None, None, 0)
+
+
+def paired_difference(task: dict, method: str, reference: str = "ecfp_rf", n_boot: int = 2000):
+    """``method``'s per-molecule atom ROC-AUC minus ``reference``'s on the same molecules, averaged
+    over the seeds that scored both, then over molecules: ``(mean, low, high, n)`` with a 95%
+    bootstrap interval over molecules (seeded, so the table is reproducible); ``None`` when no
+    molecule has both."""
+    rows = []
+    for s in task["seeds"].values():
+        mine = s["methods"].get(method, {}).get("per_molecule_auc")
+        ref = s["methods"].get(reference, {}).get("per_molecule_auc")
+        if mine is not None and ref is not None and len(mine) == len(ref):
+            rows.append([np.nan if a is None or b is None else a - b for a, b in zip(mine, ref)])
+    if not rows:
+        return None
+    table = np.array(rows, dtype=float)
+    per_molecule = np.nanmean(table[:, np.isfinite(table).any(axis=0)], axis=0)
+    if not len(per_molecule):
+        return None
+    rng = np.random.default_rng(0)
+    boots = rng.choice(per_molecule, (n_boot, len(per_molecule)), replace=True).mean(axis=1)
+    return (float(per_molecule.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)),
+            int(len(per_molecule)))
+
+
+def reliance_auc(task: dict, method: str, needs: bool):
+    """``method``'s mean atom ROC-AUC over the explained positives whose ``model_needs_rule`` flag
+    (:func:`needs_rule`, from the seed's rule check) is ``needs``: ``(mean over seeds, mean number of
+    molecules per seed)``, or ``None`` when no seed has both."""
+    means, counts = [], []
+    for s in task["seeds"].values():
+        flags = s["methods"].get("rule_check", {}).get("model_needs_rule")
+        aucs = s["methods"].get(method, {}).get("per_molecule_auc")
+        if flags is None or aucs is None or len(flags) != len(aucs):
+            continue
+        kept = [a for a, f in zip(aucs, flags) if f is needs and a is not None]
+        if kept:
+            means.append(float(np.mean(kept)))
+            counts.append(len(kept))
+    return (float(np.mean(means)), float(np.mean(counts))) if means else None
 
 
 def cell_text(text: str) -> str:
@@ -563,8 +708,12 @@ def to_markdown(report: dict) -> str:
              f"`{report['config']['pretrained']}`"
              + (f", randomized-SMILES augmentation p = {report['config']['randomize_smiles']}"
                 if report['config'].get('randomize_smiles') else "")
-             + f"; at most {report['config']['n_explain']} positive test molecules "
-             f"explained ({report['config']['n_explain_slow']} for Shapley). Mean over seeds (± std when more than one).",
+             + (f"; at most {report['config']['n_explain']} positive test molecules "
+                if report['config'].get('explain_from', 'test') == 'test' else
+                f"; at most {report['config']['n_explain']} positives drawn from {report['config'].get('explain_rows')} MOSES "
+                f"rows after the pool's {report['config']['pool_rows']} (held out from every model and forest; "
+                "equally from each positive stratum) ")
+             + f"explained ({report['config']['n_explain_slow']} for Shapley). Mean over seeds (± std when more than one).",
              "", "## Atom ROC-AUC", "",
              "| task | model test ROC-AUC | model test accuracy | RF test accuracy | " + " | ".join(methods) + " |",
              "|---" * (4 + len(methods)) + "|"]
@@ -594,6 +743,19 @@ def to_markdown(report: dict) -> str:
             continue
         lines.append(f"| {m} | {row['tasks']} | {row['singles_ok']}/{row['singles']} | {row['and_above']} | {row['or_above']} | "
                      f"{fmt(row['mean_auc'])} | {fmt(row['mean_top_k'])} | {fmt(row['speed_ratio'])} |")
+    paired = [m for m in methods if m not in REFERENCES]
+    if "ecfp_rf" in methods and paired:
+        lines += ["", "## Paired difference to ECFP4+RF (atom ROC-AUC, same molecules)", "",
+                  "Per explained molecule, the method's atom ROC-AUC minus the map's, averaged over the seeds, then "
+                  "over molecules; in brackets a 95% bootstrap interval over molecules and the number of molecules.  "
+                  "An interval that holds 0 does not tell the two apart.", "",
+                  "| task | " + " | ".join(paired) + " |", "|---" * (1 + len(paired)) + "|"]
+        for t in report["tasks"]:
+            cells = []
+            for m in paired:
+                d = paired_difference(t, m)
+                cells.append("n/a" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}; {d[3]}]")
+            lines.append(f"| {cell_text(t['task'])} | " + " | ".join(cells) + " |")
     with_called = [m for m in methods if m != "random"
                    and any(s["methods"].get(m, {}).get("atom_auc_called") is not None
                            for t in report["tasks"] for s in t["seeds"].values())]
@@ -615,6 +777,24 @@ def to_markdown(report: dict) -> str:
         for m, row in goal_table(report).items():
             if row["called_tasks"]:
                 lines.append(f"| {m} | {row['singles_ok_called']}/{row['singles_called']} | {fmt(row['mean_auc_called'])} |")
+    relied = [m for m in methods if m != "random"]
+    if any(reliance_auc(t, m, True) for t in report["tasks"] for m in relied):
+        lines += ["", "## Where the model needs the rule's groups", "",
+                  "Atom ROC-AUC over the explained positives the fine-tuned model calls positive, split by the rule "
+                  "check below: **needs** -- every rule-breaking edit (one per deciding group) turns its call "
+                  "negative, so the model uses each group the truth names; **does not** -- some edit leaves it "
+                  "positive, so the model reads the label from something else as well.  The same molecules for "
+                  "every column (the split is the fine-tuned model's, also for the map); mean over seeds, in "
+                  "brackets the mean number of molecules per seed.", "",
+                  "| task | " + " | ".join(f"{m}: needs | {m}: does not" for m in relied) + " |",
+                  "|---" * (1 + 2 * len(relied)) + "|"]
+        for t in report["tasks"]:
+            cells = []
+            for m in relied:
+                for flag in (True, False):
+                    r = reliance_auc(t, m, flag)
+                    cells.append("n/a" if r is None else f"{r[0]:.3f} ({r[1]:.1f})")
+            lines.append(f"| {cell_text(t['task'])} | " + " | ".join(cells) + " |")
     checked = [t for t in report["tasks"] if any("rule_check" in x["methods"] for x in t["seeds"].values())]
     if checked:
         lines += ["", "## Did the models learn the rule? Breaking the deciding group (rule_check)", "",
@@ -672,7 +852,14 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=500)
     p.add_argument("--n-valid", type=int, default=100)
     p.add_argument("--n-test", type=int, default=80)
-    p.add_argument("--n-explain", type=int, default=25, help="positive test molecules attributed per task")
+    p.add_argument("--n-explain", type=int, default=25, help="positive molecules attributed per task")
+    p.add_argument("--explain-from", default="test", choices=("test", "pool"),
+                   help="explain the first --n-explain positive test molecules (test), or --n-explain positives "
+                        "drawn from the --explain-rows MOSES rows after --pool-rows, which no task used, equally "
+                        "from each positive stratum (pool: a larger held-out sample, scored into "
+                        "seedN/scores_poolN.json)")
+    p.add_argument("--explain-rows", type=int, default=60000,
+                   help="MOSES rows after --pool-rows that --explain-from pool draws its positives from")
     p.add_argument("--n-explain-slow", type=int, default=8, help="of which Shapley attributes the first N")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
@@ -695,6 +882,7 @@ def main(argv=None) -> int:
     names = [t.strip() for t in args.tasks.split(",") if t.strip()] or [r.name for r in TASKS]
     if args.smoke:
         args.pool_rows, args.pool = min(args.pool_rows, 3000), min(args.pool, 3000)
+        args.explain_rows = min(args.explain_rows, 2000)
         args.n_train, args.n_valid, args.n_test, args.n_explain, args.n_explain_slow = 40, 16, 16, 4, 2
         args.epochs, args.rf_trees, args.lr, args.pretrained = 1, 10, 1e-3, ""
         names = names if args.tasks else ["nitrile"]
@@ -709,13 +897,15 @@ def main(argv=None) -> int:
     provenance = {"command": command, "started": started, "machine": machine_info(),
                   "torch_threads": torch.get_num_threads()}
     pool = read_pool(Path(args.moses), args.pool_rows, args.pool, args.data_seed)
+    candidates = read_heldout(Path(args.moses), args.pool_rows, args.explain_rows) if args.explain_from == "pool" else None
     work = Path(args.work_dir)
     known = list(METHODS) + list(REFERENCES) + list(CHECKS)
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()] or known
     unknown = sorted(set(wanted) - set(known))
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {known}")
-    tasks = [run_task(by_name[n][1], by_name[n][0], pool, seeds, args, work, provenance, wanted) for n in names]
+    tasks = [run_task(by_name[n][1], by_name[n][0], pool, seeds, args, work, provenance, wanted, candidates)
+             for n in names]
     speed = {}
     for m in list(METHODS) + ["ecfp_rf"]:
         values = [s["methods"][m]["molecules_per_second"] for t in tasks for s in t["seeds"].values() if m in s["methods"]]

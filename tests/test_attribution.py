@@ -398,6 +398,7 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     [seed] = report["tasks"][0]["seeds"].values()
     assert set(seed["methods"]) == set(bench.METHODS) | {"ecfp_rf", "random", "rule_check"}
     check = seed["methods"].pop("rule_check")
+    assert len(check["model_needs_rule"]) == check["n_molecules"]
     assert check["n_edits"] > 0 and 0 <= check["rf"]["flip_rate"] <= 1 and check["rf"]["pairs"] > 0
     assert all(m["n_molecules"] > 0 and 0 <= m["top_k_hit"] <= 1 for m in seed["methods"].values())
     edit = seed["methods"]["edit_occlusion_env"]
@@ -419,6 +420,65 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     assert bench.main(argv + ["--methods", "random", "--rescore"]) == 0  # recomputed although cached
     rescored = json.loads((tmp_path / "work" / "nitrile" / "seed0" / "scores.json").read_text())
     assert rescored["provenance"]["methods"] == ["random"] and "edit_occlusion_env" in rescored["methods"]
+    # a held-out sample from the pool: molecules the task never used, canonical, all positive
+    pool_argv = argv + ["--explain-from", "pool", "--methods", "edit_gradient_fill_int8_env,ecfp_rf"]
+    assert bench.main(pool_argv) == 0
+    task = tmp_path / "work" / "nitrile"
+    used = set(pd.read_json(task / "molecules.json", orient="records").smiles)
+    explained = pd.read_json(task / "explain_pool4.json", orient="records")
+    assert len(explained) == 4 and not used & set(explained.smiles)
+    assert all(Chem.MolToSmiles(Chem.MolFromSmiles(s)) == s and t for s, t in zip(explained.smiles, explained.truth))
+    scores = json.loads((task / "seed0" / "scores_pool4.json").read_text())
+    assert set(scores["methods"]) == {"edit_gradient_fill_int8_env", "ecfp_rf"}
+    assert len(scores["methods"]["ecfp_rf"]["per_molecule_auc"]) == 4
+    assert "## Paired difference to ECFP4+RF" in (tmp_path / "attribution_groundtruth.md").read_text()
+    # a sample made again (here: one molecule fewer) is scored afresh, never matched to stale scores
+    explained.head(3).to_json(task / "explain_pool4.json", orient="records")
+    assert bench.main(pool_argv) == 0
+    assert len(json.loads((task / "seed0" / "scores_pool4.json").read_text())["methods"]["ecfp_rf"]["per_molecule_auc"]) == 3
+
+
+def test_groundtruth_paired_difference():
+    """The paired difference averages a molecule's difference over the seeds that scored it, then
+    over molecules, with a bootstrap interval around that mean."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "attribution_groundtruth.py"
+    spec = importlib.util.spec_from_file_location("attribution_groundtruth", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seed = lambda mine, ref: {"methods": {"m": {"per_molecule_auc": mine}, "ecfp_rf": {"per_molecule_auc": ref}}}  # noqa: E731
+    task = {"seeds": {"0": seed([1.0, 0.5, None, 0.9], [0.9, 0.7, 0.8, None]),
+                      "1": seed([0.8, 0.6, None, 0.7], [0.9, 0.5, 0.8, 0.6])}}
+    mean, low, high, n = bench.paired_difference(task, "m")
+    # molecule differences: (0.1 - 0.1) / 2 = 0, (-0.2 + 0.1) / 2 = -0.05, none, 0.1 (seed 1 only)
+    assert n == 3 and mean == pytest.approx((0.0 - 0.05 + 0.1) / 3)
+    assert -0.05 <= low <= mean <= high <= 0.1
+    assert bench.paired_difference(task, "other") is None
+
+
+def test_groundtruth_needs_rule_split():
+    """A molecule 'needs the rule' when it is called positive and every rule-breaking edit turns
+    the call negative; the AUC split follows those flags."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "attribution_groundtruth.py"
+    spec = importlib.util.spec_from_file_location("attribution_groundtruth", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # molecule 0: two edits, both flip; 1: one of two flips; 2: not called; 3: no edit
+    originals = [0, 0, 1, 1, 2]
+    before = np.array([3.0, 3.0, 2.0, 2.0, -1.0])
+    after = np.array([-1.0, -0.5, -2.0, 0.5, -3.0])
+    flags = bench.needs_rule(4, originals, before, after, 0.0)
+    assert flags == [True, False, None, None]
+    task = {"seeds": {"0": {"methods": {"m": {"per_molecule_auc": [0.9, 0.6, 0.1, 0.2]},
+                                        "rule_check": {"model_needs_rule": flags}}}}}
+    assert bench.reliance_auc(task, "m", True) == (0.9, 1.0)
+    assert bench.reliance_auc(task, "m", False) == (0.6, 1.0)
+    assert bench.reliance_auc(task, "other", True) is None
 
 
 def test_clintox_example_script_smoke(checkpoint, tmp_path):
