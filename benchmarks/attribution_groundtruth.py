@@ -188,7 +188,11 @@ turn the model's call negative?), so it was run again on both sets with ``--meth
 above, run again with everything cached, wrote each table.  The
 10-epoch lr 1e-4 set the same way (``--epochs 10 --batch-size 16 --work-dir
 runs/attribution_gt_default --out benchmarks/results/attribution_groundtruth_finetune_defaults_heldout200``,
-two processes split by ``--tasks``, then the all-cached run).
+two processes split by ``--tasks``, then the all-cached run), and the 1,200-molecule
+randomized-SMILES set (``--n-train 1200 --randomize-smiles 0.5`` with this script's 3-epoch
+defaults, ``--work-dir runs/attribution_gt_n1200_rand05 --out
+benchmarks/results/attribution_groundtruth_n1200_randomized_smiles_heldout200``).  Every set's
+held-out sample is the same 200 molecules per task: no set's molecules come from those rows.
 
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
