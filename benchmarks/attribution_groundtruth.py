@@ -652,6 +652,12 @@ def reliance_auc(task: dict, method: str, needs: bool):
     return (float(np.mean(means)), float(np.mean(counts))) if means else None
 
 
+def task_rows(report: dict, columns: Sequence, cell_of) -> list[str]:
+    """One markdown table row per task of ``report``: its name, then ``cell_of(task, column)``
+    for each of ``columns``."""
+    return [f"| {cell_text(t['task'])} | " + " | ".join(cell_of(t, c) for c in columns) + " |" for t in report["tasks"]]
+
+
 def cell_text(text: str) -> str:
     """``text`` safe inside a markdown table cell (the OR task's name holds a ``|``)."""
     return text.replace("|", "\\|")
@@ -754,12 +760,12 @@ def to_markdown(report: dict) -> str:
                   "over molecules; in brackets a 95% bootstrap interval over molecules and the number of molecules.  "
                   "An interval that holds 0 does not tell the two apart.", "",
                   "| task | " + " | ".join(paired) + " |", "|---" * (1 + len(paired)) + "|"]
-        for t in report["tasks"]:
-            cells = []
-            for m in paired:
-                d = paired_difference(t, m)
-                cells.append("n/a" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}; {d[3]}]")
-            lines.append(f"| {cell_text(t['task'])} | " + " | ".join(cells) + " |")
+
+        def difference(t, m):
+            d = paired_difference(t, m)
+            return "n/a" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}; {d[3]}]"
+
+        lines += task_rows(report, paired, difference)
     with_called = [m for m in methods if m != "random"
                    and any(s["methods"].get(m, {}).get("atom_auc_called") is not None
                            for t in report["tasks"] for s in t["seeds"].values())]
@@ -770,12 +776,12 @@ def to_markdown(report: dict) -> str:
                   "number of such molecules per seed.  An attribution cannot be right about the rule on a molecule "
                   "its model gets wrong, so this compares the explainers on the molecules their models get right.", "",
                   "| task | " + " | ".join(with_called) + " |", "|---" * (1 + len(with_called)) + "|"]
-        for t in report["tasks"]:
-            cells = []
-            for m in with_called:
-                n = [s["methods"][m]["n_called"] for s in t["seeds"].values() if s["methods"].get(m, {}).get("n_called") is not None]
-                cells.append(cell(t, m, "atom_auc_called") + (f" ({np.mean(n):.1f})" if n else ""))
-            lines.append(f"| {cell_text(t['task'])} | " + " | ".join(cells) + " |")
+
+        def called_cell(t, m):
+            n = [s["methods"][m]["n_called"] for s in t["seeds"].values() if s["methods"].get(m, {}).get("n_called") is not None]
+            return cell(t, m, "atom_auc_called") + (f" ({np.mean(n):.1f})" if n else "")
+
+        lines += task_rows(report, with_called, called_cell)
         lines += ["", "| method | single patterns within 0.02 of ECFP4+RF (called positives) | mean atom ROC-AUC (called) |",
                   "|---|---|---|"]
         for m, row in goal_table(report).items():
@@ -792,13 +798,12 @@ def to_markdown(report: dict) -> str:
                   "brackets the mean number of molecules per seed.", "",
                   "| task | " + " | ".join(f"{m}: needs | {m}: does not" for m in relied) + " |",
                   "|---" * (1 + 2 * len(relied)) + "|"]
-        for t in report["tasks"]:
-            cells = []
-            for m in relied:
-                for flag in (True, False):
-                    r = reliance_auc(t, m, flag)
-                    cells.append("n/a" if r is None else f"{r[0]:.3f} ({r[1]:.1f})")
-            lines.append(f"| {cell_text(t['task'])} | " + " | ".join(cells) + " |")
+
+        def reliance_cell(t, column):
+            r = reliance_auc(t, *column)
+            return "n/a" if r is None else f"{r[0]:.3f} ({r[1]:.1f})"
+
+        lines += task_rows(report, [(m, flag) for m in relied for flag in (True, False)], reliance_cell)
     checked = [t for t in report["tasks"] if any("rule_check" in x["methods"] for x in t["seeds"].values())]
     if checked:
         lines += ["", "## Did the models learn the rule? Breaking the deciding group (rule_check)", "",
