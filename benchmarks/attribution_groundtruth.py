@@ -366,12 +366,13 @@ def explained_molecules(rule: Rule, index: int, candidates: Optional[list], fram
     (:func:`read_heldout`: MOSES rows after the pool's, which no model and no forest saw) that are
     written in canonical form (so the atom numbering the model reads is the ground truth's),
     equally from each positive stratum (the OR rule's two groups), with ``[--data-seed, task
-    index, 1]``; made once and cached in ``TASK/explain_pool{N}.json``.  Fewer when there are fewer.
+    index, 1]``; made once and cached in ``TASK/explain_pool{N}_rows{FIRST}-{END}.json``.  Fewer
+    when there are fewer.
     """
     if args.explain_from == "test":
         test = frame[frame.split == "test"]
         return test[test.label == 1.0].head(args.n_explain)[["smiles", "stratum", "truth"]]
-    path = folder / f"explain_pool{args.n_explain}.json"
+    path = folder / f"explain_pool{args.n_explain}_rows{args.pool_rows}-{args.pool_rows + args.explain_rows}.json"
     if path.is_file():
         return pd.read_json(path, orient="records")
     used = set(frame.smiles)
