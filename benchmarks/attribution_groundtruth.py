@@ -201,12 +201,13 @@ Smoke run (seconds, random-init tiny model, numbers meaningless)::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -306,19 +307,30 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def read_pool(path: Path, rows: int, size: int, seed: int) -> list:
-    """``size`` parsable molecules drawn with ``seed`` from the first ``rows`` rows (SMILES, Mol)."""
-    frame = pd.read_csv(path, nrows=rows)
+def moses_smiles(path: Path, rows: int, skip: int = 0) -> list[str]:
+    """The non-empty SMILES of ``rows`` rows of a MOSES CSV after its first ``skip`` rows (its
+    ``SMILES`` column, else the first)."""
+    frame = pd.read_csv(path, skiprows=range(1, skip + 1) if skip else None, nrows=rows)
     column = "SMILES" if "SMILES" in frame.columns else frame.columns[0]
-    smiles = [str(s) for s in frame[column].dropna()]
-    picked = np.random.default_rng(seed).choice(len(smiles), min(size, len(smiles)), replace=False)
+    return [str(s) for s in frame[column].dropna()]
+
+
+def parsable(smiles: Sequence[str]) -> list:
+    """``(SMILES, Mol)`` for each of ``smiles`` that RDKit parses, in order."""
     out = []
-    for i in sorted(int(i) for i in picked):
+    for s in smiles:
         try:
-            out.append((smiles[i], parse_smiles(smiles[i])))
+            out.append((s, parse_smiles(s)))
         except InvalidSmilesError:
             continue
     return out
+
+
+def read_pool(path: Path, rows: int, size: int, seed: int) -> list:
+    """``size`` parsable molecules drawn with ``seed`` from the first ``rows`` rows (SMILES, Mol)."""
+    smiles = moses_smiles(path, rows)
+    picked = np.random.default_rng(seed).choice(len(smiles), min(size, len(smiles)), replace=False)
+    return parsable([smiles[i] for i in sorted(int(i) for i in picked)])
 
 
 def task_data(rule: Rule, index: int, pool: list, args, folder: Path) -> pd.DataFrame:
@@ -344,28 +356,20 @@ def task_data(rule: Rule, index: int, pool: list, args, folder: Path) -> pd.Data
 
 
 def read_heldout(path: Path, start: int, rows: int) -> list:
-    """The parsable molecules (SMILES, Mol) of MOSES rows ``start`` .. ``start + rows - 1``: after the
-    rows the pool is drawn from, so no task ever used them."""
-    frame = pd.read_csv(path, skiprows=range(1, start + 1), nrows=rows)
-    column = "SMILES" if "SMILES" in frame.columns else frame.columns[0]
-    out = []
-    for smiles in (str(s) for s in frame[column].dropna()):
-        try:
-            out.append((smiles, parse_smiles(smiles)))
-        except InvalidSmilesError:
-            continue
-    return out
+    """The parsable molecules (SMILES, Mol) of MOSES rows ``start`` .. ``start + rows - 1`` that are
+    written in canonical form (so the atom numbering the model reads is the ground truth's): after
+    the rows the pool is drawn from, so no task ever used them."""
+    return [(s, mol) for s, mol in parsable(moses_smiles(path, rows, skip=start)) if Chem.MolToSmiles(mol) == s]
 
 
-def explained_molecules(rule: Rule, index: int, candidates: Optional[list], frame: pd.DataFrame, args,
+def explained_molecules(rule: Rule, index: int, candidates: Callable[[], list], frame: pd.DataFrame, args,
                         folder: Path) -> pd.DataFrame:
     """The positives whose attributions are scored (smiles, stratum, truth atoms).
 
     ``--explain-from test``: the first ``--n-explain`` positive test molecules of the task.
-    ``--explain-from pool``: ``--n-explain`` positives drawn from ``candidates``
-    (:func:`read_heldout`: MOSES rows after the pool's, which no model and no forest saw) that are
-    written in canonical form (so the atom numbering the model reads is the ground truth's),
-    equally from each positive stratum (the OR rule's two groups), with ``[--data-seed, task
+    ``--explain-from pool``: ``--n-explain`` positives drawn from ``candidates()``
+    (:func:`read_heldout`: canonical SMILES of MOSES rows after the pool's, which no model and no
+    forest saw; called only when the sample is not cached yet), equally from each positive stratum (the OR rule's two groups), with ``[--data-seed, task
     index, 1]``; made once and cached in ``TASK/explain_pool{N}_rows{FIRST}-{END}.json``.  Fewer
     when there are fewer.
     """
@@ -378,9 +382,9 @@ def explained_molecules(rule: Rule, index: int, candidates: Optional[list], fram
     used = set(frame.smiles)
     strata: dict[str, list[int]] = {}
     labelled = {}
-    pool = candidates or []
+    pool = candidates()
     for i, (smiles, mol) in enumerate(pool):
-        if smiles in used or Chem.MolToSmiles(mol) != smiles:  # the ground truth is numbered as the model reads it
+        if smiles in used:
             continue
         x = label_molecule(rule, mol)
         if x.label == 1.0:
@@ -564,7 +568,7 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
 
 
 def run_task(rule: Rule, index: int, pool: list, seeds: list[int], args, work: Path, provenance: dict,
-             wanted: list[str], candidates: Optional[list] = None) -> dict:
+             wanted: list[str], candidates: Callable[[], list]) -> dict:
     folder = work / slug(rule.name)
     frame = task_data(rule, index, pool, args, folder)
     positives = explained_molecules(rule, index, candidates, frame, args, folder)
@@ -889,6 +893,11 @@ def main(argv=None) -> int:
                    help="data, fine-tuned models and per-task scores (the cache a resumed run reuses)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, random-init bartsmiles_tiny, 1 task")
     args = p.parse_args(argv)
+    if not Path(args.moses).is_file():
+        p.error(f"--moses {args.moses}: no such file (set BARTSMILES_DATA to the shared data folder)")
+    for name in ("n_explain", "explain_rows"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     names = [t.strip() for t in args.tasks.split(",") if t.strip()] or [r.name for r in TASKS]
     if args.smoke:
         args.pool_rows, args.pool = min(args.pool_rows, 3000), min(args.pool, 3000)
@@ -907,7 +916,8 @@ def main(argv=None) -> int:
     provenance = {"command": command, "started": started, "machine": machine_info(),
                   "torch_threads": torch.get_num_threads()}
     pool = read_pool(Path(args.moses), args.pool_rows, args.pool, args.data_seed)
-    candidates = read_heldout(Path(args.moses), args.pool_rows, args.explain_rows) if args.explain_from == "pool" else None
+    # read (seconds) only when a task's held-out sample is not cached yet, and then once
+    candidates = functools.cache(lambda: read_heldout(Path(args.moses), args.pool_rows, args.explain_rows))
     work = Path(args.work_dir)
     known = list(METHODS) + list(REFERENCES) + list(CHECKS)
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()] or known
