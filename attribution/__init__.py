@@ -10,6 +10,8 @@
 >>> [b] = ig.attribute("O=[N+]([O-])c1ccccc1", n_steps=50)
 >>> b.delta                                  # Captum's convergence delta
 >>> a.substructures()                        # functional groups, BRICS, scaffold, ranked
+>>> [c] = attributor.deletion_check([a])     # hide the map's top 3 atoms vs 3 random ones
+>>> c.gain, c.rank                           # > 0 and near 1: the map is what the model reads
 >>> occlusion = Attributor("runs/finetune/checkpoint_best.pt", method="mask_occlusion")
 >>> [o] = occlusion.attribute("O=[N+]([O-])c1ccccc1")  # also "gradient_x_input", "shapley", "edit_occlusion"
 >>> ensemble = Attributor(["seed0/checkpoint_best.pt", "seed1/checkpoint_best.pt"])  # or a fitted n_models > 1
@@ -24,6 +26,8 @@
   molecule instead, :mod:`.edit_occlusion` (each atom edited out, the edited molecule re-read);
   :mod:`.edit_gradient` adds the two kinds (edit occlusion plus gradient x input, per atom);
   :mod:`.inputs` -- what they share (loading, checked molecules, padded batches).
+* :mod:`.faithfulness` -- the deletion check: does hiding the atoms a map ranks first move the
+  model more than hiding as many random atoms (``Attributor.deletion_check``, ``--check``)?
 * :mod:`.mapping` -- token scores -> atom scores through the tokenizer's atom alignment.
 * :mod:`.environment` -- atom scores -> environment scores (each atom plus its neighbourhood),
   what the drawings show and the ground-truth table scores by default.
@@ -41,6 +45,7 @@ and the ``InvalidSmilesError`` / ``SmilesTooLongError`` every part of bartsmiles
 """
 from .attributor import DEFAULT_METHODS, METHODS, Attributor, NeuronAttributor, default_method
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, environment_scores
+from .faithfulness import DeletionCheck
 from .inputs import BASELINES
 from .mapping import AtomMapping, map_token_scores, token_atom_matrix
 from .occlusion import occlusion_groups
@@ -49,6 +54,7 @@ from .substructures import FunctionalGroup, brics_fragments, functional_groups, 
 
 __all__ = [
     "Attributor", "NeuronAttributor", "METHODS", "DEFAULT_METHODS", "default_method", "Attribution", "MethodScores",
+    "DeletionCheck",
     "BASELINES",
     "DEFAULT_ENVIRONMENT_RADIUS", "environment_scores", "AtomMapping", "map_token_scores", "token_atom_matrix",
     "occlusion_groups", "FunctionalGroup", "functional_groups", "substructure_table", "brics_fragments",

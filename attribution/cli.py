@@ -31,6 +31,14 @@ Writes into ``--out``:
 * ``images/mol_XXXX.png`` (or ``.svg``), ``grid.png`` and ``report.html`` (unless ``--no-images``);
 * ``errors.csv`` -- the inputs that could not be attributed (invalid or too long), with the reason.
 
+``--check`` adds the deletion check (:mod:`bartsmiles.attribution.faithfulness`): per molecule,
+the output's fall when the ``--check-atoms`` atoms its map ranks first (environment scores, as
+drawn) are hidden behind ``<mask>``, against ``--check-draws`` random sets of as many atoms.
+``summary.csv`` gets ``check_atoms``, ``check_top_drop``, ``check_random_drop``, ``check_gain``
+and ``check_rank``, ``attributions.json`` the whole check, and the last line says on how many
+molecules the map's atoms beat random ones.  A gain near 0 says the picture is not what the model
+reads, however chemical it looks.  Not for ``--neuron``.
+
 The molecules are attributed :data:`CHUNK` at a time, with a progress bar on a terminal
 (``--no-progress`` turns it off).  Each finished chunk is kept in ``OUT/.partial/`` until the
 outputs are written, so a run that is killed resumes where it stopped when the same command is run
@@ -64,6 +72,7 @@ from bartsmiles.model.resolve import resolve_checkpoint
 from .attributor import DEFAULT_METHODS, METHODS, PRECISIONS, Attributor, NeuronAttributor, check_method
 from .draw import draw_attribution, draw_grid, write_html_report
 from .environment import DEFAULT_ENVIRONMENT_RADIUS, check_radius
+from .faithfulness import DEFAULT_CHECK_ATOMS, DEFAULT_CHECK_DRAWS, DeletionCheck
 from .gradient_x_input import DEFAULT_ALPHA, check_alpha
 from .result import Attribution
 from .shapley import ESTIMATORS, FEATURES
@@ -149,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-groups", action="store_true", help="skip the shipped functional-group library")
     p.add_argument("--no-brics", action="store_true", help="skip BRICS fragments")
     p.add_argument("--no-scaffold", action="store_true", help="skip the Murcko scaffold / side chains")
+    p.add_argument("--check", action="store_true",
+                   help="deletion check: does hiding each map's top atoms move the output more than hiding as many "
+                        "random atoms? (columns check_* in summary.csv; not for --neuron)")
+    p.add_argument("--check-atoms", type=int, default=DEFAULT_CHECK_ATOMS, metavar="K",
+                   help=f"--check: atoms hidden per molecule (default {DEFAULT_CHECK_ATOMS})")
+    p.add_argument("--check-draws", type=int, default=DEFAULT_CHECK_DRAWS, metavar="N",
+                   help=f"--check: random atom sets per molecule (default {DEFAULT_CHECK_DRAWS}; seeded by --seed)")
     p.add_argument("--out", default="attribution", help="output folder (default ./attribution)")
     p.add_argument("--format", default="png", choices=("png", "svg"), help="per-molecule image format")
     p.add_argument("--style", default="atoms", choices=("atoms", "similarity"), help="image style")
@@ -205,12 +221,15 @@ def _run_key(args, inputs: Sequence[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _attribute_in_chunks(attributor, run, inputs: list[str], partial: Path, progress: bool) -> tuple[list, int]:
+def _attribute_in_chunks(attributor, run, inputs: list[str], partial: Path, progress: bool,
+                         check=None) -> tuple[list, list, int]:
     """``run`` over ``inputs`` :data:`CHUNK` at a time, each finished chunk saved in ``partial`` (and
-    read back from there when it is already saved); the results in input order and how many were
-    read back."""
+    read back from there when it is already saved); with ``check``, each chunk's deletion checks
+    too (``check(attributions)``, kept in the same file).  The results and the checks (``None``
+    each without ``check``) in input order, and how many were read back."""
     partial.mkdir(parents=True, exist_ok=True)
     results: list = []
+    checks: list = []
     resumed = 0
     with tqdm(total=len(inputs), desc="attributing", unit="mol", dynamic_ncols=True,
               disable=None if progress else True) as bar:  # None: shown on a terminal only
@@ -221,15 +240,21 @@ def _attribute_in_chunks(attributor, run, inputs: list[str], partial: Path, prog
                 records = json.loads(path.read_text())
                 molecules = attributor.prepare([r["smiles"] for r in records])
                 results += [Attribution.from_dict(r, m.alignment) for r, m in zip(records, molecules)]
+                checks += [DeletionCheck.from_dict(r["deletion_check"]) if r.get("deletion_check") else None
+                           for r in records]
                 resumed += len(chunk)
             else:
                 done = run(chunk)
+                verdicts = check(done) if check is not None else [None] * len(done)
+                records = [{**a.to_dict(), **({"deletion_check": c.to_dict()} if c is not None else {})}
+                           for a, c in zip(done, verdicts)]
                 tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps([a.to_dict() for a in done]))
+                tmp.write_text(json.dumps(records))
                 os.replace(tmp, path)  # whole or absent: a kill while writing loses this chunk only
                 results += done
+                checks += verdicts
             bar.update(len(chunk))
-    return results, resumed
+    return results, checks, resumed
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -265,6 +290,11 @@ def _attribute(args) -> int:
                   joint_copies=args.joint_copies, branch_fill=args.branch_fill)
     if args.neuron is not None and args.member:
         raise AttributionError("--member is for an ensemble's outputs; --neuron explains a feature of one model")
+    if args.check and args.neuron is not None:
+        raise AttributionError("--check is for a model's outputs; --neuron explains a feature")
+    if args.check and (args.check_atoms < 1 or args.check_draws < 1):
+        raise AttributionError(f"--check-atoms and --check-draws must be at least 1, got {args.check_atoms} and "
+                               f"{args.check_draws}")
     if args.neuron is not None:
         attributor = NeuronAttributor(args.model, pooling=args.pooling, method=args.method, precision=args.precision,
                                        device=args.device)
@@ -294,15 +324,18 @@ def _attribute(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         inputs = [smiles[i] for i in good]
-        results, resumed = _attribute_in_chunks(attributor, run, inputs, out / ".partial" / _run_key(args, inputs),
-                                                progress=not args.no_progress)
+        check = (lambda done: attributor.deletion_check(done, k=args.check_atoms, n_random=args.check_draws,  # noqa: E731
+                                                        seed=args.seed)) if args.check else None
+        results, checks, resumed = _attribute_in_chunks(attributor, run, inputs,
+                                                        out / ".partial" / _run_key(args, inputs),
+                                                        progress=not args.no_progress, check=check)
     for w in caught:
         if f"{os.sep}torch{os.sep}" in str(w.filename):  # torch's own deprecation notes say nothing to a user
             continue
         print(f"bartsmiles-attribute: warning: {w.message}", file=sys.stderr)
 
     tables, summary, atoms, tokens, subs, records = [], [], [], [], [], []
-    for row, a in zip(good, results):
+    for row, a, c in zip(good, results, checks):
         table = a.substructures(groups=not args.no_groups, brics=not args.no_brics,
                                 scaffold=not args.no_scaffold, smarts=smarts)
         tables.append(table)
@@ -310,6 +343,9 @@ def _attribute(args) -> int:
                         "output": a.output,
                         "baseline_output": a.baseline_output, "total": a.total, "delta": a.delta,
                         "converged": a.converged, "remainder": a.remainder})
+        if c is not None:
+            summary[-1].update(check_atoms=" ".join(str(i) for i in c.atoms), check_top_drop=c.top_drop,
+                               check_random_drop=c.random_drop, check_gain=c.gain, check_rank=c.rank)
         af = a.atom_frame()
         af.insert(0, "row", row)
         af.insert(1, "smiles", a.smiles)
@@ -324,6 +360,8 @@ def _attribute(args) -> int:
         rec = a.to_dict()
         rec["row"] = row
         rec["substructures"] = json.loads(table.to_json(orient="records"))
+        if c is not None:
+            rec["deletion_check"] = c.to_dict()
         records.append(rec)
     pd.DataFrame(summary).to_csv(out / "summary.csv", index=False)
     pd.concat(atoms).to_csv(out / "atoms.csv", index=False)
@@ -347,6 +385,12 @@ def _attribute(args) -> int:
     shutil.rmtree(out / ".partial", ignore_errors=True)  # every output is written: nothing to resume
     if resumed:
         print(f"bartsmiles-attribute: resumed {resumed} molecule(s) from the interrupted run")
+    if args.check:
+        gains = [c.gain for c in checks]
+        print(f"bartsmiles-attribute: deletion check: hiding each map's top {args.check_atoms} atom(s) moved the "
+              f"{args.output} by {sum(c.top_drop for c in checks) / len(checks):+.3f} "
+              f"on average, {sum(c.random_drop for c in checks) / len(checks):+.3f} for as many random atoms; "
+              f"the map's atoms moved it more on {sum(g > 0 for g in gains)} of {len(gains)} molecule(s)")
     print(f"bartsmiles-attribute: {len(results)} molecule(s) attributed, {len(errors)} skipped -> {out}")
     return 0
 

@@ -32,7 +32,7 @@ from .inputs import Molecule, ScoreModel, length_batches, make_batch, pad_sequen
 from .mapping import token_atom_matrix
 from .result import MethodScores, atom_method_scores
 
-__all__ = ["occlusion_groups", "mask_occlusion"]
+__all__ = ["occlusion_groups", "occluded_ids", "mask_occlusion"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _copies(molecules: Sequence[Molecule], attached: bool) -> list[_Copy]:
     return out
 
 
-def _occluded_ids(mol: Molecule, masked: Sequence[int], mask_id: int) -> tuple[int, ...]:
+def occluded_ids(mol: Molecule, masked: Sequence[int], mask_id: int) -> tuple[int, ...]:
     """``mol.ids`` (position space) with the tokens ``masked`` (token index space) set to ``mask_id``."""
     ids = list(mol.ids)
     for t in masked:
@@ -93,7 +93,7 @@ def _run_copies(model: ScoreModel, molecules: Sequence[Molecule], copies: Sequen
     with torch.no_grad():
         for idx in length_batches([len(molecules[c.molecule].ids) for c in copies], batch_size):
             real = [molecules[copies[i].molecule].ids for i in idx]
-            occluded = [_occluded_ids(molecules[copies[i].molecule], copies[i].masked, mask_id) for i in idx]
+            occluded = [occluded_ids(molecules[copies[i].molecule], copies[i].masked, mask_id) for i in idx]
             batch = make_batch(real, model.pad, model.device, decoder_sequences=occluded if occlude_decoder else None)
             emb = model.embed(pad_sequences(occluded, model.pad).to(model.device))
             out = model.score(emb, batch.src, batch.lengths, batch.prev)

@@ -194,6 +194,24 @@ defaults, ``--work-dir runs/attribution_gt_n1200_rand05 --out
 benchmarks/results/attribution_groundtruth_n1200_randomized_smiles_heldout200``).  Every set's
 held-out sample is the same 200 molecules per task: no set's molecules come from those rows.
 
+Session 17 fine-tuned the 1,200-molecule randomized-SMILES set for 10 epochs instead of 3 (the
+same task data and the same 200 held-out positives per task, copied from
+``runs/attribution_gt_n1200_rand05``: ``data/``, ``molecules.json`` and the ``explain_pool200_*``
+file of each task; two processes split by ``--tasks``, then the all-cached run with ``--out``)::
+
+    BARTSMILES_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        benchmarks/attribution_groundtruth.py --seeds 0,1,2 --n-train 1200 --epochs 10 --randomize-smiles 0.5 \
+        --explain-from pool --n-explain 200 \
+        --methods edit_gradient_fill_int8_env,edit_occlusion_fill_int8_env,ecfp_rf,random,rule_check \
+        --work-dir runs/attribution_gt_n1200_rand05_ep10 \
+        --out benchmarks/results/attribution_groundtruth_n1200_randomized_smiles_epochs10_heldout200
+
+and added ``deletion_check`` (:func:`deletion_check`: which atoms, hidden, move the fine-tuned
+model most -- the default's top k, the ground truth's k, the map's top k, or k random ones?) to
+the held-out sets: each set's command above with ``--methods deletion_check`` and ``--tasks``
+naming all ten tasks (so that it writes no table), then the command itself, with everything
+cached and ``deletion_check`` added to ``--methods``, wrote the set's table.
+
 Smoke run (seconds, random-init tiny model, numbers meaningless)::
 
     python benchmarks/attribution_groundtruth.py --smoke --out /tmp/gt_smoke --work-dir /tmp/gt_smoke/work
@@ -217,6 +235,7 @@ from rdkit import Chem
 from sklearn.ensemble import RandomForestClassifier
 
 from bartsmiles.attribution import Attributor
+from bartsmiles.attribution.faithfulness import random_sets, top_atoms
 from bartsmiles.attribution.fingerprint_map import fingerprint_atom_weights
 from bartsmiles.attribution.groundtruth import (
     Rule,
@@ -299,8 +318,16 @@ METHODS = {
     "edit_gradient_fill_int8_env": ("edit_gradient", {"precision": "int8", "branch_fill": True, "environment_radius": 2}),
 }
 REFERENCES = ("ecfp_rf", "random")
-#: not an attribution: does breaking the deciding group flip the model's and the forest's prediction?
-CHECKS = ("rule_check",)
+#: not attributions: does breaking the deciding group flip the model's and the forest's prediction
+#: (``rule_check``)?  Which atoms, hidden, move the model most (``deletion_check``)?
+CHECKS = ("rule_check", "deletion_check")
+#: the method whose top-ranked atoms ``deletion_check`` hides: the decoder head's default, as scored here
+CHECKED_METHOD = "edit_gradient_fill_int8_env"
+#: random atom sets per molecule in ``deletion_check``
+CHECK_DRAWS = 8
+#: what ``deletion_check`` hides, in its order: the checked method's top k atoms, the ground truth,
+#: the map's top k atoms, k random atoms (the mean of CHECK_DRAWS draws); k = the ground truth's size
+HIDDEN = ("method", "truth", "map", "random")
 
 
 def slug(name: str) -> str:
@@ -488,6 +515,31 @@ def rule_check(rule: Rule, smiles: list[str], attributor: Attributor, forest) ->
             "model_needs_rule": needs_rule(len(smiles), originals, before, after, 0.0)}
 
 
+def deletion_check(smiles: list[str], truth: list[set], predictor: PropertyPredictor, forest, seed: int) -> dict:
+    """Which atoms does the fine-tuned model read?  Per explained positive, with ``k`` its number of
+    ground-truth atoms, hide (``Attributor.hidden_outputs``: ``<mask>`` over the atoms' tokens and
+    those joining them) the :data:`CHECKED_METHOD`'s top ``k`` atoms (environment scores), the
+    ground-truth atoms, the ECFP4+RF map's top ``k`` atoms, and ``k`` random atoms
+    (:data:`CHECK_DRAWS` draws, seeded by ``seed`` and the SMILES), and record the model's logit
+    falls (:data:`HIDDEN` order).  A method that finds what the model reads makes it fall at least as
+    far as the ground truth does, even where the model reads the label from other atoms too."""
+    method, options = METHODS[CHECKED_METHOD]
+    attributor = Attributor(predictor, method=method, precision=options.get("precision", "fp32"))
+    results = attributor.attribute(smiles, on_delta="ignore", **{k: v for k, v in options.items() if k != "precision"})
+    weights = fingerprint_atom_weights([parse_smiles(s) for s in smiles],
+                                       lambda x: forest.predict_proba(x)[:, list(forest.classes_).index(1.0)])
+    sets = []
+    for smi, a, w, t in zip(smiles, results, weights, truth):
+        k = len(t)
+        sets.append([top_atoms(a.environment_scores, k), tuple(sorted(t)), top_atoms(w, k),
+                     *random_sets(smi, len(w), k, CHECK_DRAWS, seed)])
+    values = attributor.hidden_outputs(smiles, sets)
+    falls = np.array([[v[0] - x for x in v[1:4]] + [float(np.mean(v[0] - v[4:]))] for v in values])
+    return {"method": CHECKED_METHOD, "n_random": CHECK_DRAWS, "hidden": list(HIDDEN),
+            "mean_falls": dict(zip(HIDDEN, falls.mean(axis=0).round(4).tolist())),
+            "per_molecule_falls": falls.round(4).tolist()}
+
+
 def needs_rule(n: int, originals: Sequence[int], before: np.ndarray, after: np.ndarray, threshold: float) -> list:
     """Per explained molecule: ``True`` when the model calls it positive (``> threshold``) and every
     rule-breaking edit of it (one per deciding group) is called negative -- the model needs each
@@ -509,7 +561,7 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
     out: dict = {}
     predictor_methods = [m for m in methods if m in METHODS]
     accuracy = None
-    predictor = PropertyPredictor(model["checkpoint"]) if predictor_methods else None
+    predictor = PropertyPredictor(model["checkpoint"]) if predictor_methods or "deletion_check" in methods else None
     called = None  # per explained molecule: does the model call it positive (fp32 logit > 0)?
     for name in predictor_methods:
         method, options = METHODS[name]
@@ -537,7 +589,7 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
                      "method": method, "options": options, "precision": precision, "seconds": round(seconds, 2),
                      "molecules_per_second": round(len(results) / seconds, 3)}
     forest = fit_seconds = None
-    if "ecfp_rf" in methods or "rule_check" in methods:
+    if any(m in methods for m in ("ecfp_rf", "rule_check", "deletion_check")):
         start = time.perf_counter()
         forest = RandomForestClassifier(n_estimators=args.rf_trees, random_state=seed, n_jobs=1)
         forest.fit(ecfp4(list(train.smiles)), train.label.to_numpy())
@@ -546,6 +598,8 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
         # fp32 predictions whatever the method's default precision: a flip is a sign change at 0
         out["rule_check"] = rule_check(rule, smiles, Attributor(predictor or PropertyPredictor(model["checkpoint"]),
                                                                 precision="fp32"), forest)
+    if "deletion_check" in methods:
+        out["deletion_check"] = deletion_check(smiles, truth, predictor, forest, seed)
     if "ecfp_rf" in methods:
         rf_accuracy = float(np.mean(forest.predict(ecfp4(list(test.smiles))) == test.label.to_numpy()))
         start = time.perf_counter()
@@ -825,11 +879,83 @@ def to_markdown(report: dict) -> str:
             lines.append(f"| {cell_text(t['task'])} | {round(float(np.mean([r['n_edits'] for r in runs]))) if runs else 'n/a'} | "
                          f"{flip_cell(runs, 'model')} | {flip_cell(runs, 'rf')} | "
                          f"{fmt(float(np.mean([r['model']['mean_drop'] for r in runs])) if runs else None)} |")
+    hidden = [(t, d) for t in report["tasks"] if (d := deletion_summary(t)) is not None]
+    if hidden:
+        lines += ["", "## Which atoms does the model read? Hiding them (deletion_check)", "",
+                  f"Per explained positive, with k its number of ground-truth atoms, four sets of atoms are hidden "
+                  f"behind `<mask>` (their tokens and those joining them, in what the encoder and the decoder read): "
+                  f"{CHECKED_METHOD}'s top k atoms, the ground-truth atoms, the ECFP4+RF map's top k atoms, and k "
+                  f"random atoms (mean of {CHECK_DRAWS} draws).  The table gives the fine-tuned model's mean logit "
+                  "fall (mean over seeds), on all explained positives and on those the model calls positive without "
+                  "needing every group (the rule check's *does not* molecules), and the share of molecules on which "
+                  "hiding the method's atoms moves the model at least as far as hiding the ground truth.  The map "
+                  "column hides the map's atoms from the fine-tuned model, not from the forest.", "",
+                  "| task | method | truth | map | random | method >= truth | does not need: method | "
+                  "does not need: truth |", "|---|---|---|---|---|---|---|---|"]
+        for t, d in hidden:
+            lines.append(f"| {cell_text(t['task'])} | " + " | ".join(fmt(d['all'][h]) for h in HIDDEN) +
+                         f" | {fmt(d['at_least_truth'])} | {fmt(d['not_needed'].get('method'))} | "
+                         f"{fmt(d['not_needed'].get('truth'))} |")
     timed = [m for m in methods if m != "random"]
     lines += ["", "## Molecules per second (same process, per task; mean over tasks and seeds)", "",
               "| " + " | ".join(timed) + " |", "|---" * len(timed) + "|",
               "| " + " | ".join(fmt(report["speed"].get(m)) for m in timed) + " |"]
     return "\n".join(lines) + "\n"
+
+
+def deletion_summary(task: dict) -> Optional[dict]:
+    """A task's deletion check over seeds (:func:`deletion_check`): the mean falls per hidden set on
+    all explained positives (``all``) and on those whose rule-check flag is ``False`` (called
+    positive without needing every group: ``not_needed``), and the share of molecules where the
+    method's fall is at least the ground truth's; ``None`` when no seed has the check."""
+    runs = [(x["methods"]["deletion_check"], x["methods"].get("rule_check", {}).get("model_needs_rule"))
+            for x in task["seeds"].values() if "deletion_check" in x["methods"]]
+    if not runs:
+        return None
+    every, not_needed, at_least = [], [], []
+    for check, flags in runs:
+        falls = np.asarray(check["per_molecule_falls"], dtype=float)
+        every.append(falls.mean(axis=0))
+        at_least.append(float(np.mean(falls[:, 0] >= falls[:, 1])))
+        if flags is not None and len(flags) == len(falls):
+            rows = [f is False for f in flags]
+            if any(rows):
+                not_needed.append(falls[rows].mean(axis=0))
+    mean = np.mean(every, axis=0)
+    return {"all": dict(zip(HIDDEN, mean.tolist())), "at_least_truth": float(np.mean(at_least)),
+            "not_needed": dict(zip(HIDDEN, np.mean(not_needed, axis=0).tolist())) if not_needed else {}}
+
+
+def plot_deletion(report: dict, path: Path) -> None:
+    """Grouped bars of the deletion check (:func:`deletion_summary`): per task, the model's mean
+    logit fall when each of :data:`HIDDEN` is hidden; on all explained positives, and on those the
+    model calls positive without needing every group."""
+    # lazy: matplotlib is optional (the viz extra); the object API leaves the global backend alone
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [(t["task"], d) for t in report["tasks"] if (d := deletion_summary(t)) is not None]
+    fig = Figure(figsize=(12, 6.5))
+    FigureCanvasAgg(fig)
+    labels = {"method": f"{CHECKED_METHOD}: its top k", "truth": "ground truth (k atoms)",
+              "map": "ECFP4+RF map: its top k", "random": "k random atoms"}
+    width = 0.8 / len(HIDDEN)
+    for panel, (key, title) in enumerate((("all", "all explained positives"),
+                                          ("not_needed", "called positive without needing every group"))):
+        ax = fig.add_subplot(2, 1, panel + 1)
+        for j, h in enumerate(HIDDEN):
+            ax.bar([i + (j - 1.5) * width for i in range(len(rows))], [d[key].get(h, np.nan) for _, d in rows],
+                   width, label=labels[h])
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([name.split(":")[0] for name, _ in rows], fontsize=8)  # AND, OR, COUNT: their kind
+        ax.set_ylabel("logit fall when hidden")
+        ax.set_title(title, fontsize=9)
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(HIDDEN), fontsize=8)
+    fig.suptitle("Which atoms does the fine-tuned model read? Mean over seeds (deletion_check)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
 
 
 def flip_cell(runs: list[dict], who: str) -> str:
@@ -942,6 +1068,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "attribution_groundtruth.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "attribution_groundtruth.md").write_text(to_markdown(report))
+    if any(deletion_summary(t) for t in report["tasks"]):
+        plot_deletion(report, out / "attribution_groundtruth_deletion.png")
     print(to_markdown(report))
     return 0
 

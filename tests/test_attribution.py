@@ -28,6 +28,7 @@ from bartsmiles.attribution import (
     scaffold_parts,
     substructure_table,
 )
+from bartsmiles.attribution.faithfulness import random_sets, top_atoms
 from bartsmiles.core.chem import canonicalize, parse_smiles
 from bartsmiles.core.tokenizer import SmilesTokenizer
 from bartsmiles.errors import (
@@ -361,6 +362,8 @@ def test_cli_end_to_end(checkpoint, tmp_path):
     assert any(s["kind"] == "user" for s in first["substructures"])
     rc = main([str(checkpoint), "CCO", "--neuron", "3", "--no-images", "--out", str(tmp_path / "n")])
     assert rc == 0 and (tmp_path / "n" / "atoms.csv").is_file()
+    assert main([str(checkpoint), "CCO", "--neuron", "3", "--check", "--out", str(tmp_path / "n")]) == 2
+    assert main([str(checkpoint), "CCO", "--check", "--check-atoms", "0", "--out", str(tmp_path / "n")]) == 2
     assert main([str(checkpoint), "C1CC", "--out", str(tmp_path / "bad")]) == 2
 
 
@@ -396,7 +399,13 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     assert bench.main(argv) == 0
     report = json.loads((tmp_path / "attribution_groundtruth.json").read_text())
     [seed] = report["tasks"][0]["seeds"].values()
-    assert set(seed["methods"]) == set(bench.METHODS) | {"ecfp_rf", "random", "rule_check"}
+    assert set(seed["methods"]) == set(bench.METHODS) | {"ecfp_rf", "random", "rule_check", "deletion_check"}
+    hidden = seed["methods"].pop("deletion_check")
+    falls = np.asarray(hidden["per_molecule_falls"])
+    assert falls.shape == (seed["methods"]["random"]["n_molecules"], 4) and np.all(np.isfinite(falls))
+    assert hidden["mean_falls"]["truth"] == pytest.approx(falls[:, 1].mean(), abs=1e-3)
+    assert "## Which atoms does the model read?" in (tmp_path / "attribution_groundtruth.md").read_text()
+    assert (tmp_path / "attribution_groundtruth_deletion.png").stat().st_size > 0
     check = seed["methods"].pop("rule_check")
     assert len(check["model_needs_rule"]) == check["n_molecules"]
     assert check["n_edits"] > 0 and 0 <= check["rf"]["flip_rate"] <= 1 and check["rf"]["pairs"] > 0
@@ -598,6 +607,79 @@ def test_occlusion_groups_follow_the_alignment():
     assert occlusion_groups(alignment, 4) == [(0,), (2,), (3,), (6,)]
     assert occlusion_groups(alignment, 4, attached=True) == [(0, 1, 4), (2,), (1, 3, 4, 5), (5, 6)]
 
+
+
+# --------------------------------------------------------------------------------- deletion check
+
+
+def test_top_atoms_and_random_sets():
+    assert top_atoms([0.1, 0.5, 0.5, -1.0], 3) == (1, 2, 0)  # by score, ties by atom index
+    assert top_atoms([2.0], 1) == (0,)
+    for bad in (0, 5, 1.5, True):
+        with pytest.raises(ValueError, match="k must be"):
+            top_atoms([0.1, 0.5, 0.5, -1.0], bad)
+    first = random_sets("CCO", 3, 2, 4, seed=0)
+    assert first == random_sets("CCO", 3, 2, 4, seed=0) and len(first) == 4
+    assert all(len(set(s)) == 2 and all(0 <= a < 3 for a in s) for s in first)
+    assert random_sets("CCCCCCCCCC", 10, 3, 8, seed=0) != random_sets("CCCCCCCCCC", 10, 3, 8, seed=1)
+
+
+def test_deletion_check_tells_a_faithful_map_from_a_reversed_one(predictor, monkeypatch):
+    """A stand-in head that reads only the N token: a map with N first makes hiding it move the
+    output more than random atoms do (gain > 0, rank >= 0.5); the same map reversed does not."""
+    checker = Attributor(predictor, method="mask_occlusion", precision="fp32")
+    embed = checker.model.encoder.embed_tokens
+    target = embed.weight[checker.vocab.index("N")].detach()
+
+    def reads_n(emb, src, lengths, prev, model=None):
+        return torch.nn.functional.cosine_similarity(emb, target.expand_as(emb), dim=-1).amax(dim=1, keepdim=True)
+
+    monkeypatch.setattr(checker, "_forward", reads_n)
+    smiles = ["CC(=O)Nc1ccc(O)cc1", "CCCCNCCCC"]  # N is atom 3 and atom 4
+    results = checker.attribute(smiles, environment_radius=0)
+    for a, n in zip(results, (3, 4)):
+        assert int(np.argmax(a.atom_scores)) == n
+    checks = checker.deletion_check(results, k=1, scores="atoms")
+    for c, n in zip(checks, (3, 4)):
+        assert c.atoms == (n,) and c.top_drop > 0.1 and c.gain > 0.05 and c.rank >= 0.5
+        assert len(c.random_drops) == 8 and c.output == pytest.approx(results[0 if n == 3 else 1].output, abs=1e-5)
+        assert json.loads(json.dumps(c.to_dict()))["gain"] == pytest.approx(c.gain)
+    for a in results:
+        a.atom_scores = -a.atom_scores  # the same map, reversed: N last
+    for c in checker.deletion_check(results, k=1, scores="atoms"):
+        assert c.top_drop == pytest.approx(0.0, abs=1e-6) and c.gain <= 0 and c.rank <= 0.5
+    # one at a time: the same checks (random sets seeded by the SMILES, not the batch)
+    [alone] = checker.deletion_check(results[1:], k=1, scores="atoms")
+    again = checker.deletion_check(results, k=1, scores="atoms")[1]
+    assert alone.random_drops == pytest.approx(again.random_drops, abs=1e-6)
+
+
+def test_deletion_check_of_the_model_and_its_errors(predictor):
+    attributor = Attributor(predictor, precision="fp32")
+    results = attributor.attribute(["O=[N+]([O-])c1ccccc1", "CCO"])
+    checks = attributor.deletion_check(results, n_random=3)
+    assert [c.k for c in checks] == [3, 3] and [len(c.random_drops) for c in checks] == [3, 3]
+    assert checks[1].atoms == tuple(sorted(checks[1].atoms, key=lambda a: -results[1].environment_scores[a]))
+    assert checks[1].gain == pytest.approx(0.0, abs=1e-6)  # every set is the whole molecule
+    outputs = attributor.predict_outputs(["O=[N+]([O-])c1ccccc1", "CCO"])[:, 0]
+    assert [c.output for c in checks] == pytest.approx(list(outputs), abs=1e-4)
+    [values] = attributor.hidden_outputs(["CCO"], [[(), (0, 1, 2)]])
+    assert values.shape == (3,)
+    assert values[1] == pytest.approx(outputs[1], abs=1e-4)  # an empty set hides nothing
+    ensemble = Attributor([predictor, predictor], precision="fp32")
+    twice = ensemble.deletion_check(ensemble.attribute(["O=[N+]([O-])c1ccccc1"]), n_random=3)
+    assert twice[0].top_drop == pytest.approx(checks[0].top_drop, abs=1e-5)
+    with pytest.raises(AttributionError, match="k .atoms hidden. must be"):
+        attributor.deletion_check(results, k=0)
+    with pytest.raises(AttributionError, match="n_random"):
+        attributor.deletion_check(results, n_random=0)
+    with pytest.raises(AttributionError, match="'environment' or 'atoms'"):
+        attributor.deletion_check(results, scores="tokens")
+    with pytest.raises(AttributionError, match="Attribution results"):
+        attributor.deletion_check(["CCO"])
+    with pytest.raises(AttributionError, match="atom 7 is not in"):
+        attributor.hidden_outputs(["CCO"], [[(7,)]])
+    assert attributor.deletion_check([]) == []
 
 def test_shapley_values_are_complete(predictor):
     shap = Attributor(predictor, method="shapley")
@@ -1568,8 +1650,13 @@ def test_cli_resumes_a_killed_run(checkpoint, tmp_path, monkeypatch, capsys):
     from bartsmiles.attribution import cli
 
     monkeypatch.setattr(cli, "CHUNK", 2)
-    command = [str(checkpoint), *PROBES[:5], "--method", "gradient_x_input", "--no-images", "--no-progress"]
+    command = [str(checkpoint), *PROBES[:5], "--method", "gradient_x_input", "--no-images", "--no-progress",
+               "--check", "--check-draws", "3"]  # the deletion checks are kept and resumed with their chunk
     assert cli.main(command + ["--out", str(tmp_path / "whole")]) == 0
+    assert "deletion check: hiding each map's top 3 atom(s)" in capsys.readouterr().out
+    summary = pd.read_csv(tmp_path / "whole" / "summary.csv")
+    assert summary.check_gain.to_numpy() == pytest.approx((summary.check_top_drop - summary.check_random_drop).to_numpy())
+    assert summary.check_rank.between(0, 1).all() and summary.check_atoms.notna().all()
     calls = []
 
     class Counting(Attributor):

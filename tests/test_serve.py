@@ -142,6 +142,11 @@ def test_attribute_a_valid_smiles(client, service):
     assert "scaffold" in kinds and [s["rank"] for s in a["substructures"]] == list(range(1, len(a["substructures"]) + 1))
     scores = [s["score"] for s in a["substructures"]]
     assert scores == sorted(scores, reverse=True)
+    check = a["check"]  # the deletion check of this map: its top 3 atoms hidden, against 8 random sets
+    assert len(check["atoms"]) == 3 and check["n_random"] == 8 and 0 <= check["rank"] <= 1
+    assert check["gain"] == pytest.approx(check["top_drop"] - check["random_drop"], abs=1e-9)
+    top = sorted(range(9), key=lambda i: (-a["atoms"][i]["environment_score"], i))[:3]
+    assert check["atoms"] == top  # ranked by the scores the picture shows
     ring = next(s for s in a["substructures"] if s["kind"] == "scaffold")
     assert ring["score"] == pytest.approx(sum(a["atoms"][i]["score"] for i in ring["atoms"]), abs=1e-9)
 

@@ -11,7 +11,9 @@ so a request never loads weights.  Its answers are plain dicts and tables, ready
   the row with its reason, as ``bartsmiles predict`` does;
 * :meth:`ModelService.predict_frame` -- the same for a table (an uploaded CSV), in the layout of
   ``bartsmiles predict --interval`` (:func:`bartsmiles.model.prediction.chunk_columns`);
-* :meth:`ModelService.attribute` -- one molecule's atom attributions for one output: the SVG
+* :meth:`ModelService.attribute` -- one molecule's atom attributions for one output, with their
+  deletion check (``check``: the output's fall when the map's top 3 atoms are hidden, against
+  random atoms; :mod:`bartsmiles.attribution.faithfulness`): the SVG
   drawing with its colour bar and the ranked substructure table.
 
 Every refusal is a :mod:`bartsmiles.errors` class (the web layer turns it into HTTP 422 with the
@@ -181,6 +183,7 @@ class ModelService:
             if reason:
                 raise InvalidSmilesError(text, index=0, reason=reason, message=f"{reason}: {text!r}")
             [a] = self.attributor.attribute(text, target=target)
+            [check] = self.attributor.deletion_check([a])  # is the picture what the model reads?
             prediction = self.predictor.predict([text], batch_size=1)
         table = a.substructures()
         records = [{k: (list(map(int, row[k])) if k == "atoms" else row[k]) for k in SUBSTRUCTURE_FIELDS}
@@ -200,4 +203,7 @@ class ModelService:
                 "atoms": [{"index": int(r.atom), "symbol": str(r.symbol), "score": _number(r.score),
                            "environment_score": _number(r.environment_score)} for r in atoms.itertuples()],
                 "environment_radius": a.environment_radius,
+                "check": {"atoms": list(check.atoms), "top_drop": _number(check.top_drop),
+                          "random_drop": _number(check.random_drop), "gain": _number(check.gain),
+                          "rank": _number(check.rank), "n_random": len(check.random_drops)},
                 "svg": svg, "substructures": records}
