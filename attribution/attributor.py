@@ -616,7 +616,11 @@ class Attributor(_Base):
 
         Raises :class:`AttributionError` for atom sets that do not fit the molecules."""
         index, _ = self._target(target)
-        molecules = self.prepare(smiles)
+        return self._hidden_outputs(self.prepare(smiles), atom_sets, index, batch_size)
+
+    def _hidden_outputs(self, molecules: Sequence[Molecule], atom_sets, index: int,
+                        batch_size: Optional[int]) -> list[np.ndarray]:
+        """:meth:`hidden_outputs` of prepared molecules and a checked output index."""
         size = DEFAULT_BATCH_SIZE["mask_occlusion"] if batch_size is None else int(batch_size)
         mask_id = baseline_token_id(self.vocab, "mask")
         try:
@@ -654,8 +658,8 @@ class Attributor(_Base):
             sets = check_atom_sets(molecules, ranking, k=k, n_random=n_random, seed=seed)
         except ValueError as exc:
             raise AttributionError(f"deletion_check: {exc}") from None
-        values = self.hidden_outputs([a.smiles for a in attributions], sets, targets[0], batch_size=batch_size)
-        return make_checks(molecules, sets, values)
+        index, _ = self._target(targets[0])
+        return make_checks(molecules, sets, self._hidden_outputs(molecules, sets, index, batch_size))
 
 
 class NeuronAttributor(_Base):

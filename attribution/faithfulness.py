@@ -57,11 +57,15 @@ class DeletionCheck:
     ``top_drop`` its fall when ``atoms`` are hidden; ``random_drops`` its fall for each random set."""
 
     smiles: str
-    k: int
     atoms: tuple[int, ...]
     output: float
     top_drop: float
     random_drops: tuple[float, ...]
+
+    @property
+    def k(self) -> int:
+        """The number of atoms hidden in each set."""
+        return len(self.atoms)
 
     @property
     def random_drop(self) -> float:
@@ -82,16 +86,16 @@ class DeletionCheck:
         return float(np.mean((drops < self.top_drop) + 0.5 * (drops == self.top_drop)))
 
     def to_dict(self) -> dict:
-        """JSON-ready fields plus ``random_drop``, ``gain`` and ``rank``."""
+        """JSON-ready fields plus ``k``, ``random_drop``, ``gain`` and ``rank``."""
         out = asdict(self)
-        out.update(atoms=list(self.atoms), random_drops=list(self.random_drops), random_drop=self.random_drop,
-                   gain=self.gain, rank=self.rank)
+        out.update(atoms=list(self.atoms), random_drops=list(self.random_drops), k=self.k,
+                   random_drop=self.random_drop, gain=self.gain, rank=self.rank)
         return out
 
     @classmethod
     def from_dict(cls, record: dict) -> "DeletionCheck":
         """The check :meth:`to_dict` wrote (its derived fields are recomputed, not read)."""
-        return cls(smiles=str(record["smiles"]), k=int(record["k"]), atoms=tuple(int(a) for a in record["atoms"]),
+        return cls(smiles=str(record["smiles"]), atoms=tuple(int(a) for a in record["atoms"]),
                    output=float(record["output"]), top_drop=float(record["top_drop"]),
                    random_drops=tuple(float(v) for v in record["random_drops"]))
 
@@ -171,6 +175,6 @@ def make_checks(molecules: Sequence[Molecule], sets: Sequence[Sequence[tuple[int
                 values: Sequence[np.ndarray]) -> list[DeletionCheck]:
     """The :class:`DeletionCheck` of each molecule from its :func:`check_atom_sets` and the
     :func:`hidden_outputs` of those sets (the molecule's own output first)."""
-    return [DeletionCheck(smiles=mol.smiles, k=len(s[0]), atoms=tuple(s[0]), output=float(v[0]),
+    return [DeletionCheck(smiles=mol.smiles, atoms=tuple(s[0]), output=float(v[0]),
                           top_drop=float(v[0] - v[1]), random_drops=tuple(float(v[0] - x) for x in v[2:]))
             for mol, s, v in zip(molecules, sets, values)]

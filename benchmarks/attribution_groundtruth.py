@@ -515,23 +515,30 @@ def rule_check(rule: Rule, smiles: list[str], attributor: Attributor, forest) ->
             "model_needs_rule": needs_rule(len(smiles), originals, before, after, 0.0)}
 
 
-def deletion_check(smiles: list[str], truth: list[set], predictor: PropertyPredictor, forest, seed: int) -> dict:
+def deletion_check(smiles: list[str], truth: list[set], predictor: PropertyPredictor, forest, seed: int,
+                   checked: Optional[list] = None, weights: Optional[list] = None) -> dict:
     """Which atoms does the fine-tuned model read?  Per explained positive, with ``k`` its number of
     ground-truth atoms, hide (``Attributor.hidden_outputs``: ``<mask>`` over the atoms' tokens and
     those joining them) the :data:`CHECKED_METHOD`'s top ``k`` atoms (environment scores), the
     ground-truth atoms, the ECFP4+RF map's top ``k`` atoms, and ``k`` random atoms
     (:data:`CHECK_DRAWS` draws, seeded by ``seed`` and the SMILES), and record the model's logit
     falls (:data:`HIDDEN` order).  A method that finds what the model reads makes it fall at least as
-    far as the ground truth does, even where the model reads the label from other atoms too."""
+    far as the ground truth does, even where the model reads the label from other atoms too.
+    ``checked`` / ``weights``: the method's environment scores and the map's atom weights when
+    this process has them already (computed here otherwise)."""
     method, options = METHODS[CHECKED_METHOD]
     attributor = Attributor(predictor, method=method, precision=options.get("precision", "fp32"))
-    results = attributor.attribute(smiles, on_delta="ignore", **{k: v for k, v in options.items() if k != "precision"})
-    weights = fingerprint_atom_weights([parse_smiles(s) for s in smiles],
-                                       lambda x: forest.predict_proba(x)[:, list(forest.classes_).index(1.0)])
+    if checked is None:
+        results = attributor.attribute(smiles, on_delta="ignore",
+                                       **{k: v for k, v in options.items() if k != "precision"})
+        checked = [a.environment_scores for a in results]
+    if weights is None:
+        weights = fingerprint_atom_weights([parse_smiles(s) for s in smiles],
+                                           lambda x: forest.predict_proba(x)[:, list(forest.classes_).index(1.0)])
     sets = []
-    for smi, a, w, t in zip(smiles, results, weights, truth):
+    for smi, c, w, t in zip(smiles, checked, weights, truth):
         k = len(t)
-        sets.append([top_atoms(a.environment_scores, k), tuple(sorted(t)), top_atoms(w, k),
+        sets.append([top_atoms(c, k), tuple(sorted(t)), top_atoms(w, k),
                      *random_sets(smi, len(w), k, CHECK_DRAWS, seed)])
     values = attributor.hidden_outputs(smiles, sets)
     falls = np.array([[v[0] - x for x in v[1:4]] + [float(np.mean(v[0] - v[4:]))] for v in values])
@@ -563,6 +570,7 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
     accuracy = None
     predictor = PropertyPredictor(model["checkpoint"]) if predictor_methods or "deletion_check" in methods else None
     called = None  # per explained molecule: does the model call it positive (fp32 logit > 0)?
+    checked = weights = None  # CHECKED_METHOD's environment scores and the map's, when scored here
     for name in predictor_methods:
         method, options = METHODS[name]
         options = {**options, "n_steps": 4, "n_samples": 2} if args.smoke else options
@@ -584,6 +592,8 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
         if rewritten:
             raise SystemExit(f"{len(rewritten)} molecule(s) were rewritten before attribution, so atom indices "
                              f"differ from the ground truth's, e.g. {rewritten[0]}")
+        if name == CHECKED_METHOD:
+            checked = [a.environment_scores for a in results]
         out[name] = {**summarize([(atom_auc(a.environment_scores, t), top_k_hit_rate(a.environment_scores, t))
                                   for a, t in zip(results, truth)], called[: len(results)]),
                      "method": method, "options": options, "precision": precision, "seconds": round(seconds, 2),
@@ -598,8 +608,6 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
         # fp32 predictions whatever the method's default precision: a flip is a sign change at 0
         out["rule_check"] = rule_check(rule, smiles, Attributor(predictor or PropertyPredictor(model["checkpoint"]),
                                                                 precision="fp32"), forest)
-    if "deletion_check" in methods:
-        out["deletion_check"] = deletion_check(smiles, truth, predictor, forest, seed)
     if "ecfp_rf" in methods:
         rf_accuracy = float(np.mean(forest.predict(ecfp4(list(test.smiles))) == test.label.to_numpy()))
         start = time.perf_counter()
@@ -614,6 +622,8 @@ def score_methods(rule: Rule, frame: pd.DataFrame, positives: pd.DataFrame, mode
                           "molecules_per_second": round(len(weights) / seconds, 3)}
         for name in predictor_methods:  # the map's speed in this process, for the speed ratio
             out[name]["map_molecules_per_second"] = out["ecfp_rf"]["molecules_per_second"]
+    if "deletion_check" in methods:  # after the method and the map: their scores are reused, not recomputed
+        out["deletion_check"] = deletion_check(smiles, truth, predictor, forest, seed, checked, weights)
     if "random" in methods:
         rng = np.random.default_rng([seed, 7])
         scores = [rng.normal(size=parse_smiles(s).GetNumAtoms()) for s in smiles]

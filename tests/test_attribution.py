@@ -406,6 +406,10 @@ def test_groundtruth_benchmark_smoke(tmp_path):
     assert hidden["mean_falls"]["truth"] == pytest.approx(falls[:, 1].mean(), abs=1e-3)
     assert "## Which atoms does the model read?" in (tmp_path / "attribution_groundtruth.md").read_text()
     assert (tmp_path / "attribution_groundtruth_deletion.png").stat().st_size > 0
+    # alone, the check computes the method's scores and the map itself: the same falls as reusing them
+    assert bench.main(argv + ["--methods", "deletion_check", "--rescore"]) == 0
+    alone = json.loads((tmp_path / "work" / "nitrile" / "seed0" / "scores.json").read_text())["methods"]
+    assert np.allclose(alone["deletion_check"]["per_molecule_falls"], hidden["per_molecule_falls"], atol=1e-3)
     check = seed["methods"].pop("rule_check")
     assert len(check["model_needs_rule"]) == check["n_molecules"]
     assert check["n_edits"] > 0 and 0 <= check["rf"]["flip_rate"] <= 1 and check["rf"]["pairs"] > 0
